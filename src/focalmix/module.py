@@ -1,0 +1,450 @@
+"""FocalMixClassifier: focal loss, label smoothing and mixup, trained with AdamW and OneCycleLR."""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torchmetrics
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from focalmix import metrics as fm_metrics
+from focalmix.backbones import MLP
+from focalmix.losses import TASKS, check_alpha, focal_loss
+from focalmix.mixup import mixup, mixup_loss
+
+_GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
+_RESIZABLE_BUFFERS = ("input_mean", "input_std", "alpha_weights")
+
+
+class FocalMixClassifier(pl.LightningModule):
+    """A classifier trained with the focalmix recipe: focal loss + label smoothing + mixup, AdamW + OneCycleLR.
+
+    The network is ``standardize -> backbone -> dropout -> linear head``. Standardization statistics are
+    buffers, copied from the datamodule's ``normalization`` at the start of ``fit``, so a checkpoint alone
+    predicts on raw inputs. For binary tasks the decision threshold is calibrated on the validation split
+    at every validation epoch of ``fit`` (``threshold_metric``) and saved with the weights.
+
+    Batches are dicts ``{"x": (B, ...), "y": (B,) or (B, C)}`` (what :class:`~focalmix.FocalMixDataModule`
+    yields) or ``(x, y)`` tuples/lists; ``predict`` also accepts ``x`` alone. Targets: binary 0/1 (int or
+    float), multiclass int class indices, multilabel (B, C) 0/1.
+
+    Args:
+        backbone: an ``nn.Module`` mapping a batch to (B, F) features; None builds an :class:`MLP` from
+            ``num_features``. From the CLI, any importable class with ``class_path``/``init_args``. A
+            dict ``{"class_path": ..., "init_args": {...}}`` is accepted from Python too and is saved in
+            the checkpoint; a module object is not saved (checkpoints hold only primitive hyperparameters):
+            pass it again, ``FocalMixClassifier.load_from_checkpoint(path, backbone=net)``.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``. Default: ``"binary"``.
+        num_classes: classes (binary: 2; multilabel: number of labels). Default: 2.
+        num_features: input features for the default MLP (the datamodule's ``num_features``).
+        input_shape: the shape of one sample, used to find a custom backbone's output size.
+        hidden_sizes: hidden widths of the default MLP. Default: (256, 256).
+        backbone_features: output size of a custom backbone; found from its ``num_features`` or
+            ``out_features`` attribute or by a dry run on ``input_shape`` if not given.
+        freeze_backbone: train only the head; the backbone stays in eval mode. Default: False.
+        dropout: dropout before the head, in [0, 1). Default: 0.5.
+        learning_rate: peak learning rate of OneCycleLR, > 0. Default: 1e-4.
+        weight_decay: AdamW weight decay, >= 0, not applied to biases and norm weights. Default: 0.01.
+        focal_alpha: class weighting (see :func:`~focalmix.losses.focal_loss`), or ``"auto"``: binary
+            ``1 - positive_fraction`` of the training split clipped to [0.25, 0.75], multilabel the same per
+            label, multiclass ``n / (C * n_c)`` per class. Default: 0.5.
+        focal_gamma: focusing parameter, >= 0; 0 is cross-entropy. Default: 2.0.
+        label_smoothing: in [0, 1). Default: 0.1.
+        mixup_alpha: Beta(alpha, alpha) concentration of mixup, >= 0; 0 turns it off. Default: 0.5.
+        warmup_pct: share of the steps spent raising the learning rate, in (0, 1). Default: 0.1.
+        div_factor: initial lr = learning_rate / div_factor, > 0. Default: 25.
+        final_div_factor: final lr = initial lr / final_div_factor, > 0. Default: 1e4.
+        anneal_strategy: ``"cos"`` or ``"linear"``. Default: ``"cos"``.
+        cycle_momentum: cycle AdamW's beta1 inversely to the lr, as OneCycleLR does. Default: True.
+        base_momentum: lowest beta1, in [0, max_momentum]. Default: 0.85.
+        max_momentum: highest beta1, in [base_momentum, 1). Default: 0.95.
+        lr_scaling: ``"none"``, ``"linear"`` or ``"sqrt"``: scale ``learning_rate`` by the effective batch
+            (batch_size x world size x accumulate_grad_batches) over ``reference_batch_size``. Default: none.
+        reference_batch_size: the batch size ``learning_rate`` was tuned for, >= 1. Default: 32.
+        threshold_metric: how the binary threshold is chosen on validation: ``"f1"`` (highest F1),
+            ``"fpr"`` (highest recall with FPR <= ``max_fpr``) or ``"none"`` (keep 0.5). Default: ``"f1"``.
+        max_fpr: the target false-positive rate for ``threshold_metric="fpr"``, in (0, 1). Default: 0.05.
+        class_names: names of the classes, used for prediction columns (the datamodule's).
+        feature_names: names of the input features, checked against prediction data (the datamodule's).
+
+    Raises:
+        ValueError: for an argument out of range, naming it, the range and the value.
+        TypeError: for an argument of the wrong type.
+
+    Example:
+        >>> model = FocalMixClassifier(num_features=30)
+        >>> model(torch.randn(4, 30)).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        task: Literal["binary", "multiclass", "multilabel"] = "binary",
+        num_classes: int = 2,
+        num_features: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        hidden_sizes: tuple[int, ...] = (256, 256),
+        backbone_features: int | None = None,
+        freeze_backbone: bool = False,
+        dropout: float = 0.5,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        focal_alpha: float | list[float] | Literal["auto"] | None = 0.5,
+        focal_gamma: float = 2.0,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 0.5,
+        warmup_pct: float = 0.1,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        anneal_strategy: Literal["cos", "linear"] = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float = 0.85,
+        max_momentum: float = 0.95,
+        lr_scaling: Literal["none", "linear", "sqrt"] = "none",
+        reference_batch_size: int = 32,
+        threshold_metric: Literal["f1", "fpr", "none"] = "f1",
+        max_fpr: float = 0.05,
+        class_names: list[str] | None = None,
+        feature_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if input_shape is not None:
+            input_shape = tuple(int(s) for s in input_shape)
+            num_features = num_features or math.prod(input_shape)
+        _validate(locals())
+        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.backbone = _build_backbone(backbone, num_features, hidden_sizes)
+        width = backbone_features or _feature_size(self.backbone, input_shape)
+        out = 1 if task == "binary" else num_classes
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out))
+        if freeze_backbone:
+            self.backbone.requires_grad_(False)
+        self.register_buffer("input_mean", torch.empty(0))
+        self.register_buffer("input_std", torch.empty(0))
+        self.register_buffer("alpha_weights", torch.empty(0))
+        self.register_buffer("threshold", torch.tensor(0.5))
+        self._mixup_generator: torch.Generator | None = None
+        for stage in ("val", "test"):
+            self.add_module(f"{stage}_loss", torchmetrics.MeanMetric())
+            self.add_module(f"{stage}_prob_metrics", fm_metrics.probability_metrics(task, num_classes))
+            if task == "binary":
+                self.add_module(f"{stage}_threshold_stats", fm_metrics.BinaryThresholdStats(_GRID if stage == "val" else 1))
+            else:
+                self.add_module(f"{stage}_label_metrics", fm_metrics.label_metrics(task, num_classes))
+
+    # ---- network -------------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for a batch of raw (unstandardized) inputs: (B,) for binary, (B, C) otherwise."""
+        if self.input_mean.numel():
+            x = (x - self.input_mean) / self.input_std
+        logits = self.head(self.backbone(x))  # (B, 1) or (B, C)
+        return logits.squeeze(-1) if self.hparams.task == "binary" else logits
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Probabilities: (B,) of the positive class for binary, (B, C) otherwise."""
+        logits = self(x).float()
+        return logits.softmax(-1) if self.hparams.task == "multiclass" else logits.sigmoid()
+
+    def train(self, mode: bool = True) -> FocalMixClassifier:
+        super().train(mode)
+        if self.hparams.freeze_backbone:
+            self.backbone.eval()  # frozen BatchNorm statistics too
+        return self
+
+    def set_normalization(self, mean: Tensor | None, std: Tensor | None) -> None:
+        """Standardize inputs as ``(x - mean) / std`` inside :meth:`forward`; None turns it off."""
+        if mean is None or std is None:
+            mean = std = torch.empty(0)
+        self.input_mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device).clone()
+        self.input_std = torch.as_tensor(std, dtype=torch.float32, device=self.device).clone()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # These buffers are empty until fit sets them; take the checkpoint's shapes before loading.
+        for name in _RESIZABLE_BUFFERS:
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ---- the recipe ----------------------------------------------------------------------------------
+
+    def _criterion(self, logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        hp = self.hparams
+        alpha = self.alpha_weights if self.alpha_weights.numel() else hp.focal_alpha
+        if isinstance(alpha, str):
+            raise RuntimeError("`focal_alpha='auto'` is resolved from the training data at the start of fit.")
+        return focal_loss(
+            logits, target, task=hp.task, alpha=alpha, gamma=hp.focal_gamma,
+            label_smoothing=hp.label_smoothing, reduction=reduction,
+        )
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = _unpack(batch)
+        x, lam, perm = mixup(x, self.hparams.mixup_alpha, self._mixup_generator)
+        loss = mixup_loss(self._criterion, self(x), y, lam, perm)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x = batch["x"] if isinstance(batch, dict) else batch[0] if isinstance(batch, list | tuple) else batch
+        return self.predict_proba(x)
+
+    def _eval_step(self, stage: str, batch: Any) -> None:
+        x, y = _unpack(batch)
+        logits = self(x)
+        getattr(self, f"{stage}_loss").update(self._criterion(logits, y, reduction="none"))
+        probs = logits.float().softmax(-1) if self.hparams.task == "multiclass" else logits.float().sigmoid()
+        target = y.long() if self.hparams.task != "multiclass" or y.ndim == 1 else y.argmax(-1)
+        getattr(self, f"{stage}_prob_metrics").update(probs, target)
+        if self.hparams.task == "binary":
+            grid = self._grid(stage).to(probs.device)
+            getattr(self, f"{stage}_threshold_stats").update(probs, target, grid)
+        else:
+            getattr(self, f"{stage}_label_metrics").update(probs, target)
+
+    def _grid(self, stage: str) -> Tensor:
+        return torch.linspace(0, 1, _GRID) if stage == "val" else self.threshold.view(1)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        loss_metric = getattr(self, f"{stage}_loss")
+        values = {"loss": loss_metric.compute()}
+        values.update(getattr(self, f"{stage}_prob_metrics").compute())
+        if self.hparams.task == "binary":
+            values.update(self._threshold_metrics(stage))
+        else:
+            values.update(getattr(self, f"{stage}_label_metrics").compute())
+        for name, metric in self.named_children():
+            if name.startswith(f"{stage}_"):
+                metric.reset()
+        # Values are computed from states synced over all ranks: identical everywhere, no sync_dist needed.
+        loss = values.pop("loss")
+        self.log(f"{stage}/loss", loss.float(), prog_bar=True)
+        self.log_dict({f"{stage}/{k}": v.float() for k, v in values.items()})
+
+    def _threshold_metrics(self, stage: str) -> dict[str, Tensor]:
+        stats = getattr(self, f"{stage}_threshold_stats").compute()
+        idx = 0
+        if stage == "val":
+            grid = self._grid("val").to(self.threshold.device)
+            if self._calibrating():
+                idx = fm_metrics.choose_threshold(stats, grid, self.hparams.threshold_metric, self.hparams.max_fpr)
+                self.threshold.fill_(grid[idx])
+            else:  # report at the stored threshold: its nearest grid point
+                idx = int((grid - self.threshold).abs().argmin())
+        at = {k: v.reshape(-1)[idx] for k, v in fm_metrics.rates(stats).items()}
+        return {**at, "threshold": self.threshold.clone()}
+
+    def _calibrating(self) -> bool:
+        trainer = self._trainer
+        return (
+            self.hparams.threshold_metric != "none"
+            and trainer is not None
+            and trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+        )
+
+    # ---- optimization --------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if stage != "fit" or datamodule is None:
+            return
+        norm = getattr(datamodule, "normalization", None)
+        if norm is not None:
+            self.set_normalization(*norm)
+        if self.hparams.focal_alpha == "auto":
+            counts = torch.as_tensor(datamodule.class_counts)
+            if self.hparams.task == "multilabel":  # positives per label -> (negatives, positives)
+                counts = torch.stack([len(datamodule.train_dataset) - counts, counts], dim=-1)
+            self.alpha_weights = auto_alpha(self.hparams.task, counts).to(self.device)
+
+    def on_train_start(self) -> None:
+        scheduler = self.lr_schedulers()
+        expected = self.trainer.estimated_stepping_batches
+        if scheduler is not None and getattr(scheduler, "total_steps", expected) != expected:
+            raise RuntimeError(
+                f"This run resumes a OneCycleLR schedule built for {scheduler.total_steps} optimizer steps, but"
+                f" the Trainer now plans {expected} (max_epochs, max_steps, limit_train_batches,"
+                " accumulate_grad_batches, devices or batch size changed). A one-cycle schedule cannot be"
+                " stretched: resume with the settings of the original run, or start a new fit from the"
+                " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
+            )
+        seed = hash((torch.initial_seed(), self.global_rank, self.global_step)) % 2**63
+        self._mixup_generator = torch.Generator().manual_seed(seed)  # distinct per rank, reproducible
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError(
+                f"OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans {total}."
+                " Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that the training"
+                " dataloader is not empty."
+            )
+        lr, batch = self._effective_lr()
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, weight_decay=hp.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=lr, total_steps=int(total), pct_start=hp.warmup_pct,
+            anneal_strategy=hp.anneal_strategy, cycle_momentum=hp.cycle_momentum,
+            base_momentum=hp.base_momentum, max_momentum=hp.max_momentum,
+            div_factor=hp.div_factor, final_div_factor=hp.final_div_factor,
+        )
+        rank_zero_info(
+            f"focalmix: effective batch size {batch}, peak learning rate {lr:.3g} "
+            f"(lr_scaling={hp.lr_scaling}), {int(total)} optimizer steps"
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _effective_lr(self) -> tuple[float, int | None]:
+        hp, trainer = self.hparams, self.trainer
+        batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
+        if batch_size is None:
+            batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+        if batch_size is None:
+            if hp.lr_scaling != "none":
+                raise ValueError("`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`.")
+            return hp.learning_rate, None
+        effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        ratio = effective / hp.reference_batch_size
+        scale = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[hp.lr_scaling]
+        return hp.learning_rate * scale, effective
+
+
+def auto_alpha(task: str, class_counts: Any) -> Tensor:
+    """Resolve ``focal_alpha="auto"`` from the training split's class counts.
+
+    Binary (counts of class 0 and class 1) and multilabel (per label: ``(negatives, positives)`` pairs,
+    shape (C, 2)): ``alpha = n_neg / n``, the weight of the positives, so that both classes carry the same
+    total weight, clipped to [0.25, 0.75] (the range of the spec's alpha guidelines: focal loss already
+    shifts weight towards the rare class's hard examples, and an alpha near 1 would drown the negatives).
+    Multiclass: ``n / (C * n_c)`` per class, scikit-learn's ``class_weight="balanced"``.
+
+    Example:
+        >>> auto_alpha("binary", [90, 10]).item()
+        0.75
+        >>> [round(w, 3) for w in auto_alpha("multiclass", [50, 25, 25]).tolist()]
+        [0.667, 1.333, 1.333]
+    """
+    counts = torch.as_tensor(class_counts, dtype=torch.float32)
+    if task == "multiclass":
+        return counts.sum() / (len(counts) * counts.clamp_min(1))
+    return (counts[..., 0] / counts.sum(-1)).clamp(0.25, 0.75)
+
+
+def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(batch, dict):
+        if "x" not in batch or "y" not in batch:
+            raise KeyError(f"a batch dict needs keys 'x' and 'y', got {sorted(batch)}.")
+        return batch["x"], batch["y"]
+    if isinstance(batch, list | tuple) and len(batch) >= 2:
+        return batch[0], batch[1]
+    raise TypeError(f"a batch must be a dict with 'x' and 'y' or an (x, y) tuple, got {type(batch).__name__}.")
+
+
+def _build_backbone(backbone: Any, num_features: int | None, hidden_sizes: tuple[int, ...]) -> nn.Module:
+    if isinstance(backbone, nn.Module):
+        return backbone
+    if isinstance(backbone, dict):  # {"class_path": "pkg.mod.Class", "init_args": {...}}
+        module_name, _, cls_name = backbone["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return cls(**backbone.get("init_args", {}))
+    if num_features is None:
+        raise ValueError(
+            "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the data."
+        )
+    return MLP(num_features, hidden_sizes)
+
+
+def _feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> int:
+    for attr in ("num_features", "out_features"):
+        if isinstance(getattr(backbone, attr, None), int):
+            return getattr(backbone, attr)
+    if input_shape is None:
+        raise ValueError(
+            f"Cannot tell the output size of {type(backbone).__name__}: give `backbone_features`, or `input_shape`"
+            " for a dry run, or give the backbone a `num_features` attribute."
+        )
+    was_training = backbone.training
+    with torch.no_grad():
+        out = backbone.eval()(torch.zeros(2, *input_shape))
+    backbone.train(was_training)
+    return int(out.reshape(2, -1).shape[1])
+
+
+def _validate(args: dict[str, Any]) -> None:
+    """Check every constructor argument, so a bad config fails when it is parsed."""
+    a = args
+    if a["task"] not in TASKS:
+        raise ValueError(f"`task` must be one of {TASKS}, got {a['task']!r}.")
+    _check_int(a, "num_classes", 1)
+    if a["task"] == "binary" and a["num_classes"] != 2:
+        raise ValueError(f"`num_classes` must be 2 for task='binary', got {a['num_classes']}.")
+    if a["task"] == "multiclass" and a["num_classes"] < 2:
+        raise ValueError(f"`num_classes` must be >= 2 for task='multiclass', got {a['num_classes']}.")
+    for name in ("num_features", "backbone_features"):
+        if a[name] is not None:
+            _check_int(a, name, 1)
+    _check_int(a, "reference_batch_size", 1)
+    ranges = {
+        "dropout": (0, 1, "[0, 1)"), "label_smoothing": (0, 1, "[0, 1)"), "base_momentum": (0, 1, "[0, 1)"),
+        "max_momentum": (0, 1, "[0, 1)"),
+    }
+    for name, (lo, hi, text) in ranges.items():
+        if not lo <= a[name] < hi:
+            raise ValueError(f"`{name}` must be in {text}, got {a[name]}.")
+    for name in ("learning_rate", "div_factor", "final_div_factor"):
+        if not a[name] > 0 or not math.isfinite(a[name]):
+            raise ValueError(f"`{name}` must be > 0, got {a[name]}.")
+    for name in ("weight_decay", "focal_gamma", "mixup_alpha"):
+        if not a[name] >= 0 or not math.isfinite(a[name]):
+            raise ValueError(f"`{name}` must be >= 0, got {a[name]}.")
+    if not 0 < a["warmup_pct"] < 1:
+        raise ValueError(f"`warmup_pct` must be in (0, 1), got {a['warmup_pct']}.")
+    if not 0 < a["max_fpr"] < 1:
+        raise ValueError(f"`max_fpr` must be in (0, 1), got {a['max_fpr']}.")
+    if a["base_momentum"] > a["max_momentum"]:
+        raise ValueError(f"`base_momentum` ({a['base_momentum']}) must be <= `max_momentum` ({a['max_momentum']}).")
+    _check_choice(a, "anneal_strategy", ("cos", "linear"))
+    _check_choice(a, "lr_scaling", ("none", "linear", "sqrt"))
+    _check_choice(a, "threshold_metric", ("f1", "fpr", "none"))
+    if a["focal_alpha"] != "auto":
+        check_alpha(a["focal_alpha"], a["task"], a["num_classes"])
+    for name, want in (("class_names", a["num_classes"]), ("feature_names", a["num_features"])):
+        if a[name] is not None and want is not None and len(a[name]) != want:
+            raise ValueError(f"`{name}` must have {want} entries, got {len(a[name])}: {a[name]}.")
+    if not (a["backbone"] is None or isinstance(a["backbone"], nn.Module | dict)):
+        raise TypeError(f"`backbone` must be an nn.Module, a class_path dict or None, got {type(a['backbone'])}.")
+
+
+def _check_int(a: dict[str, Any], name: str, low: int) -> None:
+    if isinstance(a[name], bool) or not isinstance(a[name], int):
+        raise TypeError(f"`{name}` must be an int, got {a[name]!r}.")
+    if a[name] < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {a[name]}.")
+
+
+def _check_choice(a: dict[str, Any], name: str, choices: tuple[str, ...]) -> None:
+    if a[name] not in choices:
+        raise ValueError(f"`{name}` must be one of {choices}, got {a[name]!r}.")
