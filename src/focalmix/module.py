@@ -312,7 +312,7 @@ class FocalMixClassifier(pl.LightningModule):
             div_factor=hp.div_factor, final_div_factor=hp.final_div_factor,
         )
         rank_zero_info(
-            f"focalmix: effective batch size {batch}, peak learning rate {lr:.3g} "
+            f"focalmix: effective batch size {batch or 'unknown'}, peak learning rate {lr:.3g} "
             f"(lr_scaling={hp.lr_scaling}), {int(total)} optimizer steps"
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,88 @@
+"""Mixup: the identities of the paper's definition, and Beta sampling against scipy's Beta distribution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from torch.testing import assert_close
+
+from focalmix.losses import focal_loss
+from focalmix.mixup import mix, mixup, mixup_loss, sample_beta, sample_mixup
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5, 1.0, 2.0])
+def test_beta_samples_follow_scipy_beta(alpha):
+    g = torch.Generator().manual_seed(1234)
+    draws = [sample_beta(alpha, g) for _ in range(3000)]
+    assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 0.001
+
+
+def test_alpha_zero_is_identity_and_draws_nothing():
+    x = torch.randn(5, 3)
+    state = torch.get_rng_state()
+    mixed, lam, perm = mixup(x, 0.0)
+    assert mixed is x and lam == 1.0 and perm is None
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_lam_one_gives_the_batch_back():
+    x = torch.randn(6, 4)
+    assert torch.equal(mix(x, 1.0, torch.randperm(6)), x)
+
+
+@pytest.mark.parametrize("shape", [(7, 10), (7, 1, 16, 16), (1, 3), (1, 1, 8, 8)])
+def test_mix_is_the_convex_combination_for_any_shape(shape):
+    x = torch.randn(shape)
+    before = x.clone()
+    mixed, lam, perm = mixup(x, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(x, before)  # never in place
+    assert sorted(perm.tolist()) == list(range(shape[0]))
+    assert_close(mixed, lam * x + (1 - lam) * x[perm])
+
+
+def test_same_seed_same_draws_and_different_seeds_differ():
+    x = torch.randn(32, 4)
+    a = mixup(x, 0.5, torch.Generator().manual_seed(7))
+    b = mixup(x, 0.5, torch.Generator().manual_seed(7))
+    c = mixup(x, 0.5, torch.Generator().manual_seed(8))
+    assert a[1] == b[1] and torch.equal(a[2], b[2]) and torch.equal(a[0], b[0])
+    assert a[1] != c[1] or not torch.equal(a[2], c[2])
+
+
+def test_global_rng_is_used_without_generator():
+    torch.manual_seed(3)
+    first = sample_mixup(16, 0.5)
+    torch.manual_seed(3)
+    assert sample_mixup(16, 0.5)[0] == first[0]
+
+
+def test_mixing_losses_equals_cross_entropy_on_mixed_targets():
+    # For cross-entropy, lam * CE(y) + (1 - lam) * CE(y[perm]) == CE with mixed one-hot targets.
+    logits, y = torch.randn(10, 4, dtype=torch.float64), torch.randint(0, 4, (10,))
+    lam, perm = 0.3, torch.randperm(10)
+    mixed_targets = lam * F.one_hot(y, 4).double() + (1 - lam) * F.one_hot(y[perm], 4).double()
+    assert_close(mixup_loss(F.cross_entropy, logits, y, lam, perm), F.cross_entropy(logits, mixed_targets))
+
+
+def test_mixed_focal_loss_is_the_lam_weighted_losses():
+    logits, y = torch.randn(10), torch.randint(0, 2, (10,))
+    lam, perm = 0.8, torch.randperm(10)
+
+    def crit(a, b):
+        return focal_loss(a, b, task="binary", label_smoothing=0.1)
+
+    assert_close(mixup_loss(crit, logits, y, lam, perm), lam * crit(logits, y) + (1 - lam) * crit(logits, y[perm]))
+    assert torch.equal(mixup_loss(crit, logits, y, 1.0, perm), crit(logits, y))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="`alpha` must be >= 0"):
+        mixup(torch.randn(3, 2), -0.1)
+    with pytest.raises(ValueError, match="`alpha` must be > 0"):
+        sample_beta(0.0)
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1"):
+        sample_mixup(0, 0.5)
+    with pytest.raises(TypeError, match="floating point inputs"):
+        mixup(torch.ones(3, 2, dtype=torch.long), 0.5)

@@ -1,0 +1,255 @@
+"""FocalMixClassifier: the schedule against torch's own OneCycleLR, fits, checkpoints and argument checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch import nn
+from torch.testing import assert_close
+from torch.utils.data import DataLoader, TensorDataset
+
+from focalmix import FocalMixClassifier
+from focalmix.losses import focal_loss
+from tests.conftest import quiet_trainer
+
+
+def _loaders(n=96, features=6, task="binary", num_classes=2, batch_size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, features, generator=g)
+    if task == "binary":
+        y = (x[:, 0] + 0.3 * torch.randn(n, generator=g) > 0).float()
+    elif task == "multiclass":
+        y = torch.bucketize(x[:, 0], torch.linspace(-1, 1, num_classes - 1))
+    else:
+        y = (x[:, :num_classes] > 0).float()
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=batch_size, shuffle=True), DataLoader(ds, batch_size=32)
+
+
+class _RecordLR(Callback):
+    def __init__(self):
+        self.lrs, self.betas = [], []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        self.betas.append(optimizer.param_groups[0]["betas"][0])
+
+
+@pytest.mark.parametrize("accumulate, limit, epochs", [(1, 1.0, 2), (2, 5, 3), (3, 0.5, 2)])
+def test_lr_at_every_step_matches_torch_onecycle(tmp_path, accumulate, limit, epochs):
+    train, _ = _loaders(n=160, batch_size=16)
+    model = FocalMixClassifier(num_features=6, learning_rate=3e-3, warmup_pct=0.3, anneal_strategy="linear")
+    rec = _RecordLR()
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=epochs, accumulate_grad_batches=accumulate, limit_train_batches=limit,
+        limit_val_batches=0, callbacks=[rec],
+    )
+    trainer.fit(model, train)
+    batches = 10 if limit == 1.0 else int(limit) if isinstance(limit, int) else int(10 * limit)
+    total = epochs * math.ceil(batches / accumulate)
+    # the oracle: torch's OneCycleLR on a throwaway optimizer with the same horizon
+    ref_opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=3e-3)
+    ref = torch.optim.lr_scheduler.OneCycleLR(
+        ref_opt, max_lr=3e-3, total_steps=total, pct_start=0.3, anneal_strategy="linear"
+    )
+    ref_lrs, ref_betas = [], []
+    for _ in range(total):
+        ref_lrs.append(ref_opt.param_groups[0]["lr"])
+        ref_betas.append(ref_opt.param_groups[0]["betas"][0])
+        ref_opt.step()
+        ref.step()
+    assert len(rec.lrs) == total  # every optimizer step, never past the schedule's end
+    assert_close(rec.lrs, ref_lrs)
+    assert_close(rec.betas, ref_betas)
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == total
+
+
+def test_no_weight_decay_on_biases_and_norms(tmp_path):
+    train, _ = _loaders()
+    model = FocalMixClassifier(num_features=6)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model, train)
+    decay, no_decay = trainer.optimizers[0].param_groups
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim <= 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("task, num_classes", [("binary", 2), ("multiclass", 4), ("multilabel", 3)])
+def test_fit_validate_test_predict(tmp_path, task, num_classes):
+    train, val = _loaders(task=task, num_classes=num_classes)
+    model = FocalMixClassifier(task=task, num_classes=num_classes, num_features=6, learning_rate=1e-2)
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, train, val)
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "val/loss", "val/auroc", "val/ap", "val/acc", "val/f1"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    (result,) = trainer.test(model, val, verbose=False)
+    assert {"test/loss", "test/auroc", "test/acc", "test/f1"} <= set(result)
+    probs = torch.cat(trainer.predict(model, val))
+    assert probs.shape == ((96,) if task == "binary" else (96, num_classes))
+    assert ((probs >= 0) & (probs <= 1)).all()
+    if task == "multiclass":
+        assert_close(probs.sum(-1), torch.ones(96))
+
+
+def test_fast_dev_run_with_dict_batches(tmp_path):
+    x, y = torch.randn(40, 5), torch.randint(0, 2, (40,)).float()
+    loader = DataLoader([{"x": x[i], "y": y[i]} for i in range(40)], batch_size=8)  # default collate: dicts
+    model = FocalMixClassifier(num_features=5)
+    quiet_trainer(tmp_path, fast_dev_run=2).fit(model, loader, loader)
+
+
+def test_validation_loss_is_the_recipe_without_mixup(tmp_path):
+    train, val = _loaders()
+    model = FocalMixClassifier(num_features=6, mixup_alpha=0.5, label_smoothing=0.1)
+    trainer = quiet_trainer(tmp_path, max_epochs=1)
+    trainer.fit(model, train, val)
+    (res,) = trainer.validate(model, val, verbose=False)
+    x, y = val.dataset.tensors
+    model.eval()
+    with torch.no_grad():
+        expected = focal_loss(model(x), y, task="binary", alpha=0.5, gamma=2.0, label_smoothing=0.1)
+    assert res["val/loss"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_checkpoint_round_trip_predicts_the_same(tmp_path):
+    train, val = _loaders()
+    model = FocalMixClassifier(num_features=6, learning_rate=1e-2, hidden_sizes=(32, 16))
+    model.set_normalization(torch.arange(6.0), torch.full((6,), 2.0))
+    trainer = quiet_trainer(tmp_path, max_epochs=2)
+    trainer.fit(model, train, val)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=True)  # primitive hyperparameters only
+    assert ckpt["hyper_parameters"]["hidden_sizes"] == (32, 16)
+    loaded = FocalMixClassifier.load_from_checkpoint(path)
+    x = val.dataset.tensors[0]
+    model.eval(), loaded.eval()
+    assert_close(loaded.predict_proba(x), model.predict_proba(x))
+    assert_close(loaded.input_mean, torch.arange(6.0))
+    assert loaded.threshold.item() == model.threshold.item()
+
+
+class TinyNet(nn.Module):
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(6, width), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_custom_backbone_round_trips(tmp_path):
+    # an nn.Module object is not saved: pass it again on load
+    model = FocalMixClassifier(backbone=TinyNet(), input_shape=(6,))
+    path = tmp_path / "a.ckpt"
+    quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, _loaders()[0])
+    quiet_trainer(tmp_path).strategy.connect(model)
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": "2.6.0"}, path)
+    loaded = FocalMixClassifier.load_from_checkpoint(path, backbone=TinyNet())
+    x = torch.randn(4, 6)
+    assert_close(loaded.eval()(x), model.eval()(x))
+    # a class_path dict is saved and rebuilds the backbone alone
+    spec = {"class_path": "tests.test_module.TinyNet", "init_args": {"width": 4}}
+    model = FocalMixClassifier(backbone=spec, input_shape=(6,))
+    assert model.hparams.backbone == spec and isinstance(model.backbone, TinyNet)
+
+
+def test_freeze_backbone_trains_only_the_head(tmp_path):
+    model = FocalMixClassifier(num_features=6, freeze_backbone=True, learning_rate=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, _loaders()[0])
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("backbone."))
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    assert not model.train().backbone.training
+
+
+def test_bf16_mixed_on_cpu_has_no_nan(tmp_path):
+    train, val = _loaders()
+    trainer = quiet_trainer(tmp_path, max_epochs=2, precision="bf16-mixed")
+    trainer.fit(FocalMixClassifier(num_features=6, learning_rate=1e-2), train, val)
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+
+
+def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path):
+    def first_draw():
+        torch.manual_seed(11)
+        model = FocalMixClassifier(num_features=6)
+        quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(model, _loaders()[0])
+        return torch.randint(0, 10**9, (1,), generator=model._mixup_generator).item()
+
+    assert first_draw() == first_draw()
+
+
+def test_unbounded_horizon_is_a_clear_error(tmp_path):
+    trainer = quiet_trainer(tmp_path, max_epochs=-1, max_steps=-1, limit_val_batches=0)
+    with pytest.raises(ValueError, match="Set `max_epochs` .* or `max_steps`"):
+        trainer.fit(FocalMixClassifier(num_features=6), _loaders()[0])
+
+
+def test_lr_scaling_uses_the_effective_batch(tmp_path):
+    rec = _RecordLR()
+    model = FocalMixClassifier(num_features=6, learning_rate=1e-3, lr_scaling="linear", reference_batch_size=8)
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0, accumulate_grad_batches=2, callbacks=[rec])
+    trainer.fit(model, _loaders(batch_size=16)[0])
+    peak = trainer.optimizers[0].param_groups[0]["max_lr"]
+    assert peak == pytest.approx(1e-3 * 16 * 2 / 8)
+
+
+BAD_ARGS = [
+    (dict(task="ordinal"), ValueError, "`task` must be one of"),
+    (dict(dropout=1.0), ValueError, r"`dropout` must be in \[0, 1\), got 1.0"),
+    (dict(dropout=-0.1), ValueError, "`dropout` must be in"),
+    (dict(learning_rate=0.0), ValueError, "`learning_rate` must be > 0, got 0.0"),
+    (dict(learning_rate=-1e-4), ValueError, "`learning_rate` must be > 0"),
+    (dict(weight_decay=-0.1), ValueError, "`weight_decay` must be >= 0"),
+    (dict(focal_alpha=1.5), ValueError, r"`alpha` must be in \[0, 1\], got 1.5"),
+    (dict(focal_alpha=-0.5), ValueError, r"`alpha` must be in \[0, 1\]"),
+    (dict(focal_gamma=-1.0), ValueError, "`focal_gamma` must be >= 0, got -1.0"),
+    (dict(label_smoothing=1.0), ValueError, r"`label_smoothing` must be in \[0, 1\)"),
+    (dict(label_smoothing=-0.1), ValueError, "`label_smoothing` must be in"),
+    (dict(mixup_alpha=-0.5), ValueError, "`mixup_alpha` must be >= 0, got -0.5"),
+    (dict(warmup_pct=0.0), ValueError, r"`warmup_pct` must be in \(0, 1\)"),
+    (dict(warmup_pct=1.0), ValueError, r"`warmup_pct` must be in \(0, 1\)"),
+    (dict(div_factor=0.0), ValueError, "`div_factor` must be > 0"),
+    (dict(anneal_strategy="step"), ValueError, "`anneal_strategy` must be one of"),
+    (dict(base_momentum=0.96), ValueError, "`base_momentum` .* must be <= `max_momentum`"),
+    (dict(lr_scaling="cubic"), ValueError, "`lr_scaling` must be one of"),
+    (dict(reference_batch_size=0), ValueError, "`reference_batch_size` must be >= 1"),
+    (dict(threshold_metric="auc"), ValueError, "`threshold_metric` must be one of"),
+    (dict(max_fpr=0.0), ValueError, r"`max_fpr` must be in \(0, 1\)"),
+    (dict(num_classes=3), ValueError, "`num_classes` must be 2 for task='binary'"),
+    (dict(task="multiclass", num_classes=1), ValueError, "`num_classes` must be >= 2 for task='multiclass'"),
+    (dict(num_classes=2.5), TypeError, "`num_classes` must be an int"),
+    (dict(num_features=0), ValueError, "`num_features` must be >= 1"),
+    (dict(class_names=["a", "b", "c"]), ValueError, "`class_names` must have 2 entries"),
+    (dict(task="multiclass", num_classes=3, focal_alpha=[1.0, 2.0]), ValueError, "one per class"),
+    (dict(focal_alpha="balanced"), TypeError, "`alpha` must be None, a float"),
+    (dict(backbone="resnet"), TypeError, "`backbone` must be an nn.Module"),
+]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", BAD_ARGS)
+def test_invalid_arguments_name_themselves(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        FocalMixClassifier(**{"num_features": 6, **kwargs})
+
+
+def test_default_mlp_needs_num_features():
+    with pytest.raises(ValueError, match="needs `num_features`"):
+        FocalMixClassifier()
+
+
+def test_bad_batches_are_named():
+    model = FocalMixClassifier(num_features=6)
+    with pytest.raises(KeyError, match="needs keys 'x' and 'y'"):
+        model.training_step({"inputs": torch.randn(2, 6)}, 0)
+    with pytest.raises(TypeError, match="a batch must be a dict"):
+        model.training_step(torch.randn(2, 6), 0)
