@@ -1,0 +1,650 @@
+"""FocalMixDataModule: built-in, file and in-memory sources, stratified splits, batch-at-a-time loading.
+
+Batches are dicts (``B`` rows, ``S`` = ``input_shape``):
+
+* train/val/test: ``{"x": float32 (B, *S), "y": y}`` with ``y`` float32 (B,) of 0./1. (binary),
+  int64 (B,) class indices (multiclass) or float32 (B, C) of 0./1. (multilabel);
+* predict: ``{"x": float32 (B, *S), "index": int64 (B,)}`` plus ``"y"`` when the rows have labels;
+  ``index`` is the row's position in its source, so a writer can restore input order under DDP.
+
+Features are raw: the datamodule only measures standardization statistics (:attr:`normalization`),
+the model applies them, so a checkpoint alone predicts correctly on raw rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data._utils.collate import default_collate
+
+from focalmix import _sources
+from focalmix._sources import RawData
+
+TASKS = ("binary", "multiclass", "multilabel")
+_ARRAYS = "<arrays>"  # the source name of FocalMixDataModule.from_arrays
+
+
+def passthrough_collate(batch: Any) -> Any:
+    """Collate for :class:`ArrayDataset`: its ``__getitems__`` already returns a collated batch dict.
+
+    Module-level so worker processes can pickle it; a list of samples (``batch_size=None`` or other
+    datasets) goes through torch's ``default_collate``.
+    """
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+class ArrayDataset(Dataset):
+    """Rows of an in-memory tensor or a memory-mapped array, fetched a whole batch at a time.
+
+    Args:
+        x: features (N, *S): a float32 tensor, or a numpy array (a ``np.memmap`` stays on disk).
+        y: coded targets aligned with ``x``, or None.
+        indices: the rows of ``x`` this dataset exposes (a split), default all rows.
+        with_index: add ``"index"`` (the row of ``x``) to each batch, for prediction.
+        x_path: the ``.npy`` behind a memmap, reopened after pickling instead of copying the data.
+
+    Example:
+        >>> ds = ArrayDataset(torch.arange(12.0).view(6, 2), torch.arange(6), np.array([4, 0, 2]))
+        >>> ds.__getitems__([0, 2])["x"].tolist(), len(ds)
+        ([[8.0, 9.0], [4.0, 5.0]], 3)
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor | np.ndarray,
+        y: torch.Tensor | None = None,
+        indices: np.ndarray | None = None,
+        with_index: bool = False,
+        x_path: str | None = None,
+    ) -> None:
+        self.x, self.y, self.with_index, self.x_path = x, y, with_index, x_path
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.x) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
+        rows = np.asarray(positions, dtype=np.int64)
+        if self.indices is not None:
+            rows = self.indices[rows]
+        rows_t = torch.from_numpy(rows)
+        if isinstance(self.x, torch.Tensor):
+            x = torch.index_select(self.x, 0, rows_t)  # 3x faster than x[rows_t] at batch 256
+        else:
+            # One fancy index reads only these rows of a memmap. Reading them in sorted order and
+            # restoring the batch order measured ~1.5x slower per batch with a warm page cache.
+            x = torch.from_numpy(np.asarray(self.x[rows], dtype=np.float32))
+        batch = {"x": x}
+        if self.y is not None:
+            batch["y"] = torch.index_select(self.y, 0, rows_t)
+        if self.with_index:
+            batch["index"] = rows_t
+        return batch
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self.x_path is not None:  # pickling a memmap would copy the whole file
+            state["x"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self.x_path is not None:
+            self.x = np.load(self.x_path, mmap_mode="r")
+
+
+class _EpochWeightedSampler(WeightedRandomSampler):
+    """WeightedRandomSampler whose draws depend only on (seed, epoch): every DDP rank draws the same
+    sequence, and Lightning's ``DistributedSamplerWrapper`` gives each rank a disjoint part of it."""
+
+    def __init__(self, weights: torch.Tensor, num_samples: int, seed: int) -> None:
+        super().__init__(weights, num_samples, replacement=True)
+        self.seed, self.epoch, self._draws = seed, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._draws = epoch, 0
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch + 7919 * self._draws)
+        self._draws += 1  # without set_epoch calls, still new draws on every pass
+        yield from torch.multinomial(self.weights, self.num_samples, True, generator=gen).tolist()
+
+
+@dataclass
+class _Prepared:
+    raw: RawData
+    y: torch.Tensor  # coded targets of every row of raw.x
+    splits: dict[str, np.ndarray]
+    task: str
+    class_names: list[str]
+    raw_classes: np.ndarray | None  # sorted raw training labels (None: multilabel)
+    code_of: np.ndarray | None  # raw class index -> coded class (one-vs-rest changes it)
+    class_counts: list[int]
+    normalization: tuple[torch.Tensor, torch.Tensor] | None
+
+
+class FocalMixDataModule(pl.LightningDataModule):
+    """Data for :class:`focalmix.FocalMixClassifier`: one source, stratified splits, batch-at-a-time loading.
+
+    The source is a built-in set shipped with scikit-learn (``"breast_cancer"``: binary, positive class
+    ``"malignant"``; ``"digits"``: 10 classes of (1, 8, 8) images; ``"synthetic"``: Gaussian classes, see
+    the ``synthetic_*`` args), a file (``.csv``/``.parquet``/``.pq`` with a ``target`` column and every
+    other column, or ``feature_columns``, as features; ``.npz`` with arrays ``x`` and ``y``), a directory
+    holding ``x.npy`` and ``y.npy`` (memory-mapped: larger-than-memory data streams from disk), or
+    arrays via :meth:`from_arrays`. Samples may be feature rows (F,) or images/spectrograms (C, H, W).
+
+    Without ``val_source``/``test_source`` the source is split by ``val_fraction``/``test_fraction``,
+    stratified by class (multilabel: by the first label) and seeded by ``seed``: the same rows on
+    every run and every DDP rank. With ``test_fraction=0`` and no ``test_source``, testing uses the
+    validation data; with no ``predict_source``, prediction uses the test data. ``val_fraction=0``
+    without ``val_source`` trains on every row and skips validation.
+
+    Labels may be ints or strings; ``class_names`` are the training classes sorted (ints numerically,
+    strings alphabetically), ``task`` is ``"multilabel"`` for a list ``target``, else ``"binary"`` for
+    two classes and ``"multiclass"`` for more. Binary: ``num_classes == 2`` and the positive class
+    (label 1.0) is ``class_names[1]``, the larger after sorting; ``positive_class=k`` instead makes
+    ``k`` the positive class of a one-vs-rest task with ``class_names == ["not_k", "k"]``.
+
+    Metadata (``num_features``, ``num_classes``, ``task``, ``class_names``, ``feature_names``,
+    ``normalization``, ...) is readable right after ``__init__``: the first access reads the source
+    once, deterministically, and ``setup`` reuses it. Argument values are checked in ``__init__``.
+
+    DDP: train batches use Lightning's automatic ``DistributedSampler`` (or its wrapper around the
+    balanced sampler, which draws the same sequence on every rank). Val/test loaders get Lightning's
+    ``UnrepeatedDistributedSampler``, which Lightning does not replace, so every sample is counted
+    exactly once (ranks may differ by one sample and one batch: log val metrics per epoch, not with
+    per-step ``sync_dist``). Predict loaders are sharded without padding by Lightning itself. A split
+    smaller than the world size falls back to Lightning's padding sampler (duplicates counted twice);
+    with ``Trainer(use_distributed_sampler=False)`` the loaders are left unsharded for you to handle.
+
+    Args:
+        source: built-in name (``"breast_cancer"`` default, ``"digits"``, ``"synthetic"``) or a path.
+        val_source: validation data (same kinds as ``source``); default None: split from ``source``.
+        test_source: test data; default None: split from ``source`` if ``test_fraction > 0``, else val.
+        predict_source: data to predict, labels optional; default None: the test data.
+        target: label column of tables, default ``"label"``; a list of 0/1 columns means multilabel.
+        feature_columns: table columns used as features, in order; default None: all but the target.
+        task: force ``"binary"``, ``"multiclass"`` or ``"multilabel"``; default None: inferred.
+        positive_class: a label (e.g. a digit) to make a one-vs-rest binary task; default None.
+        val_fraction: share of ``source`` held out for validation, in [0, 1), default 0.2.
+        test_fraction: share of ``source`` held out for testing, in [0, 1), default 0.0.
+        seed: seed (>= 0) of the split, the synthetic data and the balanced sampler; default 42.
+        standardize: measure per-feature (per-channel for images) mean/std on the training split;
+            default True. The model applies them.
+        balanced_sampling: draw training rows with replacement by inverse class frequency; default False.
+        batch_size: rows per batch, >= 1, default 32.
+        num_workers: DataLoader worker processes, >= 0, default 0.
+        pin_memory: pin batches in page-locked memory for faster GPU copies; default False.
+        persistent_workers: keep workers between epochs (needs ``num_workers > 0``); default False.
+        synthetic_rows: rows of ``"synthetic"``, >= 4, default 1000 (10^6 generate in about a second).
+        synthetic_features: features of ``"synthetic"``, >= 1, default 20.
+        synthetic_classes: classes of ``"synthetic"``, >= 2, default 2.
+        synthetic_positive_fraction: share of rows in the last ``"synthetic"`` class (the positive
+            class when binary; the other classes share the rest), in (0, 1), default 0.5.
+
+    Raises:
+        TypeError: an argument of the wrong type.
+        ValueError: a value out of range, an unknown file suffix, or (on first data access) bad data:
+            missing target column, non-numeric or non-finite features, NaN labels, one class only,
+            an impossible stratified split, unseen classes or mismatched features in val/test/predict.
+        FileNotFoundError: a source path that does not exist.
+
+    Example:
+        >>> dm = FocalMixDataModule("breast_cancer", batch_size=64)
+        >>> dm.task, dm.num_classes, dm.class_names, dm.input_shape
+        ('binary', 2, ['benign', 'malignant'], (30,))
+        >>> batch = next(iter(dm.train_dataloader()))
+        >>> batch["x"].shape, batch["y"].dtype
+        (torch.Size([64, 30]), torch.float32)
+    """
+
+    def __init__(
+        self,
+        source: str = "breast_cancer",
+        val_source: str | None = None,
+        test_source: str | None = None,
+        predict_source: str | None = None,
+        target: str | list[str] = "label",
+        feature_columns: list[str] | None = None,
+        task: Literal["binary", "multiclass", "multilabel"] | None = None,
+        positive_class: int | str | None = None,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.0,
+        seed: int = 42,
+        standardize: bool = True,
+        balanced_sampling: bool = False,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        synthetic_rows: int = 1000,
+        synthetic_features: int = 20,
+        synthetic_classes: int = 2,
+        synthetic_positive_fraction: float = 0.5,
+    ) -> None:
+        super().__init__()
+        # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
+        self.save_hyperparameters(logger=False)  # the logger gets them through config.yaml
+        if source != _ARRAYS or not hasattr(self, "_arrays"):
+            _sources.check_source(source, "source", need_labels=True)
+            self._arrays: RawData | None = None
+        for arg, src in (("val_source", val_source), ("test_source", test_source)):
+            if src is not None:
+                _sources.check_source(src, arg, need_labels=True)
+        if predict_source is not None:
+            _sources.check_source(predict_source, "predict_source", need_labels=False)
+        self.target = target if isinstance(target, str) else _sources.check_str_list(target, "target")
+        if isinstance(target, list) and len(target) < 2:
+            raise ValueError(
+                f"a list `target` means multilabel and needs >= 2 columns, got {target}; "
+                "pass a single column name as a string for binary or multiclass."
+            )
+        self.feature_columns = (
+            None if feature_columns is None else _sources.check_str_list(feature_columns, "feature_columns")
+        )
+        if task is not None and task not in TASKS:
+            raise ValueError(f"`task` must be one of {TASKS} or None, got {task!r}.")
+        multilabel = isinstance(self.target, list) or task == "multilabel"
+        if positive_class is not None and (multilabel or not isinstance(positive_class, (int, str))):
+            raise ValueError(
+                f"`positive_class` must be an int or str label of a single-target task, "
+                f"got {positive_class!r} with target={target!r}, task={task!r}."
+            )
+        self.val_fraction = _sources.check_fraction(val_fraction, "val_fraction")
+        self.test_fraction = _sources.check_fraction(test_fraction, "test_fraction")
+        if val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"`val_fraction` + `test_fraction` must be < 1 to leave training rows, got "
+                f"{val_fraction} + {test_fraction}."
+            )
+        self.seed = _sources.check_int(seed, "seed", 0)
+        self.standardize = _sources.check_bool(standardize, "standardize")
+        self.balanced_sampling = _sources.check_bool(balanced_sampling, "balanced_sampling")
+        if self.balanced_sampling and multilabel:
+            raise ValueError(
+                "`balanced_sampling` needs a binary or multiclass task; multilabel rows have no "
+                "single class to weight. Set balanced_sampling=False."
+            )
+        self.batch_size = _sources.check_int(batch_size, "batch_size", 1)
+        self.num_workers = _sources.check_int(num_workers, "num_workers", 0)
+        self.pin_memory = _sources.check_bool(pin_memory, "pin_memory")
+        self.persistent_workers = _sources.check_bool(persistent_workers, "persistent_workers")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("`persistent_workers=True` needs `num_workers` > 0; set num_workers or drop it.")
+        self._synthetic = {
+            "rows": _sources.check_int(synthetic_rows, "synthetic_rows", 4),
+            "features": _sources.check_int(synthetic_features, "synthetic_features", 1),
+            "classes": _sources.check_int(synthetic_classes, "synthetic_classes", 2),
+            "positive_fraction": _sources.check_fraction(
+                synthetic_positive_fraction, "synthetic_positive_fraction", low_open=True
+            ),
+        }
+        self.source, self.val_source, self.test_source = source, val_source, test_source
+        self.predict_source, self.positive_class, self._task_arg = predict_source, positive_class, task
+        self._prepared: _Prepared | None = None
+        self._datasets: dict[str, ArrayDataset] = {}
+
+    @classmethod
+    def from_arrays(
+        cls, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor | Sequence, **kwargs: Any
+    ) -> FocalMixDataModule:
+        """A datamodule over in-memory data (no copy for float32 arrays/tensors).
+
+        Args:
+            x: features (N, *S), a numpy array, torch tensor or pandas DataFrame (its columns become
+                ``feature_names``).
+            y: labels (N,) (ints or strings) or (N, C) of 0/1 (multilabel).
+            **kwargs: any other ``FocalMixDataModule`` argument except ``source``.
+
+        Raises:
+            TypeError: ``x`` or ``y`` is not an array, tensor or DataFrame.
+            ValueError: ``x`` and ``y`` lengths differ, or as ``__init__``.
+
+        Example:
+            >>> dm = FocalMixDataModule.from_arrays(np.random.rand(40, 3), ["no", "yes"] * 20, batch_size=8)
+            >>> dm.class_names, dm.num_features
+            (['no', 'yes'], 3)
+        """
+        if "source" in kwargs:
+            raise TypeError("`from_arrays` takes the data as x and y; do not pass `source`.")
+        names = [str(c) for c in x.columns] if hasattr(x, "columns") else None
+        if hasattr(x, "to_numpy"):
+            x = x.to_numpy()
+        if not isinstance(x, (np.ndarray, torch.Tensor)):
+            raise TypeError(f"`x` must be a numpy array, torch tensor or DataFrame, got {type(x).__name__}.")
+        y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+        if isinstance(x, torch.Tensor):
+            if x.is_complex() or x.dtype == torch.bool:
+                raise TypeError(f"`x` must hold real numbers, got dtype {x.dtype}.")
+            x = x.detach().cpu().float().contiguous()
+        raw = _sources._checked(RawData(x, y, names, "the arrays given to from_arrays"), need_labels=True)
+        self = cls.__new__(cls)
+        self._arrays = raw
+        cls.__init__(self, source=_ARRAYS, **kwargs)
+        return self
+
+    # ----------------------------------------------------------------------------------------------
+    # Reading, coding and splitting (lazy, cached, deterministic)
+
+    def _load(self, source: Any, stream: int, need_labels: bool, expected: list[str] | None) -> RawData:
+        if source == _ARRAYS and self._arrays is not None:
+            raw = self._arrays
+        else:
+            raw = _sources.load_source(
+                source,
+                target=self.target,
+                feature_columns=self.feature_columns,
+                need_labels=need_labels,
+                synthetic=self._synthetic,
+                seed=self.seed,
+                stream=stream,
+                expected_features=expected,
+            )
+        if isinstance(raw.x, np.ndarray) and not isinstance(raw.x, np.memmap):
+            raw.x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32))  # no copy if float32
+        return raw
+
+    def _prepare(self) -> _Prepared:
+        """Read the main source, code labels, split and measure statistics: once, the same on every rank."""
+        if self._prepared is not None:
+            return self._prepared
+        raw = self._load(self.source, 0, True, None)
+        y = _sources.clean_labels(raw.y, raw.name)
+        if y.ndim == 2:
+            prep = self._prepare_multilabel(raw, y)
+        else:
+            prep = self._prepare_single(raw, y)
+        n_train = len(prep.splits["train"])
+        if self.batch_size > n_train:
+            rank_zero_warn(
+                f"`batch_size`={self.batch_size} is larger than the training split ({n_train} rows); "
+                "every epoch is a single smaller batch. Lower batch_size or add data."
+            )
+        self._prepared = prep
+        return prep
+
+    def _split(self, strata: np.ndarray, class_names: list[str]) -> dict[str, np.ndarray]:
+        val = 0.0 if self.val_source is not None else self.val_fraction
+        test = 0.0 if self.test_source is not None else self.test_fraction
+        return _sources.split_indices(strata, val, test, self.seed, class_names)
+
+    def _stats(self, raw: RawData, splits: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return _sources.scan(
+            raw.x, splits["train"] if self.standardize else None, raw.feature_names, raw.name
+        )
+
+    def _prepare_single(self, raw: RawData, y: np.ndarray) -> _Prepared:
+        if self._task_arg == "multilabel":
+            raise ValueError(
+                f"task='multilabel' needs several 0/1 target columns, but {raw.name} has a single "
+                "label per row; pass `target` as a list of columns or drop `task`."
+            )
+        raw_classes, code_of, names = _sources.class_coding(y, self.positive_class, raw.name)
+        codes = code_of[np.searchsorted(raw_classes, y)]
+        counts = np.bincount(codes, minlength=len(names))
+        if (counts > 0).sum() < 2:
+            raise ValueError(
+                f"the training data ({raw.name}) has a single class {names[int(counts.argmax())]!r}; "
+                "a classifier needs rows of at least two classes."
+            )
+        task = self._task_arg or ("binary" if len(names) == 2 else "multiclass")
+        if task == "binary" and len(names) > 2:
+            raise ValueError(
+                f"task='binary' but {raw.name} has {len(names)} classes {names}; use "
+                "task='multiclass', or positive_class=<label> for a one-vs-rest binary task."
+            )
+        splits = self._split(codes, names)
+        train_counts = np.bincount(codes[splits["train"]], minlength=len(names))
+        if (train_counts == 0).any():
+            empty = [n for n, c in zip(names, train_counts, strict=True) if c == 0]
+            raise ValueError(
+                f"classes {empty} have no training rows after the split; class counts are "
+                f"{dict(zip(names, counts.tolist(), strict=True))}. Lower `val_fraction`/`test_fraction` "
+                "or add data."
+            )
+        y_t = torch.from_numpy(codes.astype(np.float32) if task == "binary" else codes)
+        return _Prepared(
+            raw,
+            y_t,
+            splits,
+            task,
+            names,
+            raw_classes,
+            code_of,
+            train_counts.tolist(),
+            self._stats(raw, splits),
+        )
+
+    def _prepare_multilabel(self, raw: RawData, y: np.ndarray) -> _Prepared:
+        if self._task_arg not in (None, "multilabel"):
+            raise ValueError(
+                f"task={self._task_arg!r} needs one label per row, but {raw.name} has {y.shape[1]} "
+                "target columns; use task='multilabel' or a single `target` column."
+            )
+        if self.balanced_sampling:
+            raise ValueError("`balanced_sampling` needs a binary or multiclass task, got multilabel targets.")
+        y = _sources.check_multilabel(y, raw.name)
+        names = raw.label_names or [str(i) for i in range(y.shape[1])]
+        # Stratify on the first label: full multilabel stratification is a research problem of its own.
+        strata = y[:, 0].astype(np.int64)
+        splits = self._split(strata, [f"{names[0]}=0", f"{names[0]}=1"])
+        counts = y[splits["train"]].sum(axis=0).astype(np.int64).tolist()
+        return _Prepared(
+            raw,
+            torch.from_numpy(y),
+            splits,
+            "multilabel",
+            list(names),
+            None,
+            None,
+            counts,
+            self._stats(raw, splits),
+        )
+
+    def _secondary(self, split: str, source: Any) -> ArrayDataset:
+        """A val/test/predict source: same sample shape and features as training, known classes only."""
+        prep = self._prepare()
+        stream = {"val": 1, "test": 2, "predict": 3}[split]
+        raw = self._load(source, stream, split != "predict", prep.raw.feature_names)
+        if tuple(raw.x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"samples of {raw.name} ({split}) have shape {tuple(raw.x.shape[1:])}, training "
+                f"samples {self.input_shape}; they must match."
+            )
+        _sources.scan(raw.x, None, raw.feature_names, raw.name)
+        y = None
+        if raw.y is not None:
+            y = self._code(_sources.clean_labels(raw.y, raw.name), raw.name)
+        return ArrayDataset(raw.x, y, None, split == "predict", raw.x_path)
+
+    def _code(self, y: np.ndarray, name: str) -> torch.Tensor:
+        prep = self._prepare()
+        if prep.task == "multilabel":
+            if y.ndim != 2 or y.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"{name} must have {self.num_classes} target columns like training, "
+                    f"got labels of shape {y.shape}."
+                )
+            return torch.from_numpy(_sources.check_multilabel(y, name))
+        if y.ndim != 1:
+            raise ValueError(f"{name} must have one label per row like training, got shape {y.shape}.")
+        codes = prep.code_of[_sources.encode_labels(y, prep.raw_classes, name)]
+        return torch.from_numpy(codes.astype(np.float32) if prep.task == "binary" else codes)
+
+    def _dataset(self, split: str) -> ArrayDataset:
+        if split in self._datasets:
+            return self._datasets[split]
+        prep = self._prepare()
+        x_path = prep.raw.x_path
+        if split == "train" or (split == "val" and self.val_source is None):
+            ds = ArrayDataset(prep.raw.x, prep.y, prep.splits[split], x_path=x_path)
+        elif split == "val":
+            ds = self._secondary("val", self.val_source)
+        elif split == "test" and self.test_source is not None:
+            ds = self._secondary("test", self.test_source)
+        elif split == "test" and self.test_fraction == 0:
+            ds = self._dataset("val")
+        elif split == "test":
+            ds = ArrayDataset(prep.raw.x, prep.y, prep.splits["test"], x_path=x_path)
+        elif self.predict_source is not None:
+            ds = self._secondary("predict", self.predict_source)
+        else:
+            test = self._dataset("test")
+            ds = ArrayDataset(test.x, test.y, test.indices, True, test.x_path)
+        self._datasets[split] = ds
+        return ds
+
+    # ----------------------------------------------------------------------------------------------
+    # Metadata: readable right after __init__ (LightningCLI links it into the model at instantiation)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, e.g. ``(30,)`` for feature rows or ``(1, 8, 8)`` for digits."""
+        return tuple(int(s) for s in self._prepare().raw.x.shape[1:])
+
+    @property
+    def num_features(self) -> int:
+        """Values per sample, ``prod(input_shape)``."""
+        return math.prod(self.input_shape)
+
+    @property
+    def task(self) -> str:
+        """``"binary"``, ``"multiclass"`` or ``"multilabel"``, inferred from the training labels."""
+        return self._prepare().task
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (2 when binary) or of labels (multilabel)."""
+        return len(self._prepare().class_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Sorted training classes (binary: ``class_names[1]`` is positive); multilabel: target columns."""
+        return list(self._prepare().class_names)
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """Feature columns of a table (in the order fed to the model), sklearn's names, or None."""
+        names = self._prepare().raw.feature_names
+        return None if names is None else list(names)
+
+    @property
+    def normalization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, std) float32 of the training split, broadcastable to one sample; None if not standardizing.
+
+        Per feature, shape (F,), for rows; per channel, shape (C, 1, ..., 1), for images. ``std`` is
+        clamped to >= 1e-6 so constant features do not divide by zero.
+        """
+        stats = self._prepare().normalization
+        return None if stats is None else (stats[0].clone(), stats[1].clone())
+
+    @property
+    def class_counts(self) -> list[int]:
+        """Training rows per class (multilabel: positive rows per label)."""
+        return list(self._prepare().class_counts)
+
+    @property
+    def positive_fraction(self) -> float | list[float] | None:
+        """Share of positives in the training split: a float (binary), per label (multilabel), or None."""
+        prep, counts = self._prepare(), self.class_counts
+        n = len(prep.splits["train"])
+        if prep.task == "binary":
+            return counts[1] / n
+        return [c / n for c in counts] if prep.task == "multilabel" else None
+
+    @property
+    def split_indices(self) -> dict[str, np.ndarray]:
+        """Rows of ``source`` in the ``"train"``, ``"val"`` and ``"test"`` splits (sorted; may be empty)."""
+        return {k: v.copy() for k, v in self._prepare().splits.items()}
+
+    def summary(self) -> str:
+        """A few lines: source, task, classes, rows per split and training class counts."""
+        prep = self._prepare()
+        sizes: dict[str, int | str] = {s: len(self._dataset(s)) for s in ("train", "val", "test")}
+        if self.test_source is None and self.test_fraction == 0:
+            sizes["test"] = "the val rows"
+        counts = dict(zip(prep.class_names, prep.class_counts, strict=True))
+        return (
+            f"FocalMixDataModule(source={prep.raw.name}, task={prep.task}, input_shape={self.input_shape})\n"
+            f"  rows: {sizes}\n  training class counts: {counts}"
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # Lightning hooks
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the data for ``stage`` (the main source is read once and reused)."""
+        self._prepare()
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        for split in wanted.get(stage, ("train", "val", "test")):
+            self._dataset(split)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) training batches; Lightning adds the DDP sampler."""
+        ds = self._dataset("train")
+        sampler = None
+        if self.balanced_sampling:
+            counts = torch.tensor(self.class_counts, dtype=torch.float64)
+            weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
+            sampler = _EpochWeightedSampler(weights, len(ds), self.seed)
+        return self._loader(ds, shuffle=sampler is None, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """Validation batches in order; an empty list (no validation) when ``val_fraction=0``."""
+        ds = self._dataset("val")
+        return self._loader(ds, sampler=self._eval_sampler(ds)) if len(ds) else []
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in order (the validation data when ``test_fraction=0`` and no ``test_source``)."""
+        ds = self._dataset("test")
+        if len(ds) == 0:
+            raise ValueError(
+                "there is no test data: set `test_source`, `test_fraction` > 0 or `val_fraction` > 0."
+            )
+        return self._loader(ds, sampler=self._eval_sampler(ds))
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches with ``"index"``: rows of ``predict_source`` (default: the test data) in order."""
+        ds = self._dataset("predict")
+        if len(ds) == 0:
+            raise ValueError("there is no data to predict: set `predict_source` (or have test/val data).")
+        return self._loader(ds)  # Lightning shards predict data without padding itself
+
+    def _loader(self, ds: ArrayDataset, shuffle: bool = False, sampler: Any = None) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            drop_last=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+            collate_fn=passthrough_collate,
+        )
+
+    def _eval_sampler(self, ds: ArrayDataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, shard without padding; Lightning keeps a ``DistributedSampler`` it is given."""
+        trainer = self.trainer
+        kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
+        connector = getattr(trainer, "_accelerator_connector", None)
+        if not kwargs or not getattr(connector, "use_distributed_sampler", True):
+            return None
+        replicas = kwargs.get("num_replicas", 1)
+        if replicas <= 1 or len(ds) < replicas:
+            return None
+        return UnrepeatedDistributedSampler(
+            ds, num_replicas=replicas, rank=kwargs.get("rank", 0), shuffle=False
+        )
