@@ -53,8 +53,13 @@ def quiet_trainer(tmp_path, **kwargs):
     from lightning.pytorch import Trainer
 
     defaults = dict(
-        accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
-        enable_model_summary=False, enable_checkpointing=False,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
     )
     defaults.update(kwargs)
     return Trainer(**defaults)

@@ -38,7 +38,9 @@ def test_binary_matches_torchvision(tv_focal, alpha, gamma, reduction, dtype):
         lambda x: focal_loss(x, target, task="binary", alpha=alpha, gamma=gamma, reduction=reduction), logits
     )
     ref = _loss_and_grad(
-        lambda x: tv_focal(x, target.to(dtype), alpha=-1 if alpha is None else alpha, gamma=gamma, reduction=reduction),
+        lambda x: tv_focal(
+            x, target.to(dtype), alpha=-1 if alpha is None else alpha, gamma=gamma, reduction=reduction
+        ),
         logits,
     )
     assert ours[0].dtype == dtype
@@ -56,7 +58,8 @@ def test_binary_label_smoothing_is_torchvision_on_smoothed_targets(tv_focal, alp
         lambda x: focal_loss(x, target, task="binary", alpha=alpha, gamma=gamma, label_smoothing=eps), logits
     )
     ref = _loss_and_grad(
-        lambda x: tv_focal(x, smoothed, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="mean"), logits
+        lambda x: tv_focal(x, smoothed, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="mean"),
+        logits,
     )
     assert_close(ours, ref)
 
@@ -94,7 +97,9 @@ def test_multiclass_gamma0_is_cross_entropy(eps, reduction, dtype, soft):
         ),
         logits,
     )
-    ref = _loss_and_grad(lambda x: F.cross_entropy(x, target, label_smoothing=eps, reduction=reduction), logits)
+    ref = _loss_and_grad(
+        lambda x: F.cross_entropy(x, target, label_smoothing=eps, reduction=reduction), logits
+    )
     assert_close(ours, ref)
 
 
@@ -107,12 +112,17 @@ def test_two_class_softmax_focal_is_sigmoid_focal(tv_focal, alpha, gamma):
     target = torch.randint(0, 2, (40,))
     weights = None if alpha is None else [1 - alpha, alpha]
     ours = _loss_and_grad(
-        lambda x: focal_loss(torch.stack([torch.zeros_like(x), x], 1), target, task="multiclass", alpha=weights,
-                             gamma=gamma),
+        lambda x: focal_loss(
+            torch.stack([torch.zeros_like(x), x], 1), target, task="multiclass", alpha=weights, gamma=gamma
+        ),
         z,
     )
-    ref = _loss_and_grad(lambda x: tv_focal(x, target.double(), alpha=-1 if alpha is None else alpha, gamma=gamma,
-                                            reduction="mean"), z)
+    ref = _loss_and_grad(
+        lambda x: tv_focal(
+            x, target.double(), alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="mean"
+        ),
+        z,
+    )
     assert_close(ours, ref)
 
 
@@ -130,10 +140,12 @@ def test_multilabel_is_elementwise_torchvision(tv_focal, alpha, gamma, reduction
     logits = torch.randn(12, 3, dtype=torch.float64) * 2
     target = torch.randint(0, 2, (12, 3)).double()
     ours = _loss_and_grad(
-        lambda x: focal_loss(x, target, task="multilabel", alpha=alpha, gamma=gamma, reduction=reduction), logits
+        lambda x: focal_loss(x, target, task="multilabel", alpha=alpha, gamma=gamma, reduction=reduction),
+        logits,
     )
     ref = _loss_and_grad(
-        lambda x: tv_focal(x, target, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction=reduction), logits
+        lambda x: tv_focal(x, target, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction=reduction),
+        logits,
     )
     assert_close(ours, ref)
 
@@ -180,7 +192,9 @@ def test_focal_loss_module_matches_function():
     logits, target = torch.randn(9), torch.randint(0, 2, (9,))
     assert_close(
         crit(logits, target),
-        focal_loss(logits, target, task="binary", alpha=0.25, gamma=1.0, label_smoothing=0.1, reduction="sum"),
+        focal_loss(
+            logits, target, task="binary", alpha=0.25, gamma=1.0, label_smoothing=0.1, reduction="sum"
+        ),
     )
     assert "gamma=1.0" in repr(crit)
 
@@ -220,7 +234,12 @@ def test_bad_options(kwargs, exc, match):
         (torch.randn(4), torch.tensor([0.0, 1.0, 2.0, 0.0]), "binary", r"values must be in \[0, 1\]"),
         (torch.randn(4, 3), torch.tensor([0, 1, 3, 0]), "multiclass", r"in \[0, 3\), got \[3\]"),
         (torch.randn(4, 3), torch.tensor([0, -100, 1, 2]), "multiclass", r"got \[-100\]"),
-        (torch.randn(4), torch.tensor([0, 1, 1, 0]), "multiclass", r"multiclass `logits` must have shape \(N, C\)"),
+        (
+            torch.randn(4),
+            torch.tensor([0, 1, 1, 0]),
+            "multiclass",
+            r"multiclass `logits` must have shape \(N, C\)",
+        ),
         (torch.randn(4, 3), torch.ones(4, 2), "multiclass", "multiclass `target` must be int class indices"),
         (torch.randn(4, 3), torch.ones(4, 2), "multilabel", "multilabel `target` must have the shape"),
         (torch.randn(4, 3), torch.full((4, 3), 2.0), "multiclass", r"probabilities must be in \[0, 1\]"),
@@ -239,7 +258,9 @@ def test_bad_types_and_alpha_lengths():
     with pytest.raises(ValueError, match=r"one weight per class \(3\)"):
         focal_loss(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), task="multiclass", alpha=[1.0, 1.0])
     with pytest.raises(ValueError, match="weights must be >= 0"):
-        focal_loss(torch.randn(4, 3), torch.zeros(4, dtype=torch.long), task="multiclass", alpha=[1.0, -1.0, 1.0])
+        focal_loss(
+            torch.randn(4, 3), torch.zeros(4, dtype=torch.long), task="multiclass", alpha=[1.0, -1.0, 1.0]
+        )
     with pytest.raises(ValueError, match="one float per label"):
         focal_loss(torch.randn(4, 3), torch.ones(4, 3), task="multilabel", alpha=[0.5, 0.5])
     with pytest.raises(TypeError, match="`alpha` must be None, a float"):

@@ -73,7 +73,9 @@ def test_mixed_focal_loss_is_the_lam_weighted_losses():
     def crit(a, b):
         return focal_loss(a, b, task="binary", label_smoothing=0.1)
 
-    assert_close(mixup_loss(crit, logits, y, lam, perm), lam * crit(logits, y) + (1 - lam) * crit(logits, y[perm]))
+    assert_close(
+        mixup_loss(crit, logits, y, lam, perm), lam * crit(logits, y) + (1 - lam) * crit(logits, y[perm])
+    )
     assert torch.equal(mixup_loss(crit, logits, y, 1.0, perm), crit(logits, y))
 
 

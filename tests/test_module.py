@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
@@ -45,8 +44,12 @@ def test_lr_at_every_step_matches_torch_onecycle(tmp_path, accumulate, limit, ep
     model = FocalMixClassifier(num_features=6, learning_rate=3e-3, warmup_pct=0.3, anneal_strategy="linear")
     rec = _RecordLR()
     trainer = quiet_trainer(
-        tmp_path, max_epochs=epochs, accumulate_grad_batches=accumulate, limit_train_batches=limit,
-        limit_val_batches=0, callbacks=[rec],
+        tmp_path,
+        max_epochs=epochs,
+        accumulate_grad_batches=accumulate,
+        limit_train_batches=limit,
+        limit_val_batches=0,
+        callbacks=[rec],
     )
     trainer.fit(model, train)
     batches = 10 if limit == 1.0 else int(limit) if isinstance(limit, int) else int(10 * limit)
@@ -150,8 +153,14 @@ def test_custom_backbone_round_trips(tmp_path):
     path = tmp_path / "a.ckpt"
     quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(model, _loaders()[0])
     quiet_trainer(tmp_path).strategy.connect(model)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": "2.6.0"}, path)
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "hyper_parameters": dict(model.hparams),
+            "pytorch-lightning_version": "2.6.0",
+        },
+        path,
+    )
     loaded = FocalMixClassifier.load_from_checkpoint(path, backbone=TinyNet())
     x = torch.randn(4, 6)
     assert_close(loaded.eval()(x), model.eval()(x))
@@ -182,7 +191,9 @@ def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path):
     def first_draw():
         torch.manual_seed(11)
         model = FocalMixClassifier(num_features=6)
-        quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(model, _loaders()[0])
+        quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(
+            model, _loaders()[0]
+        )
         return torch.randint(0, 10**9, (1,), generator=model._mixup_generator).item()
 
     assert first_draw() == first_draw()
@@ -196,8 +207,12 @@ def test_unbounded_horizon_is_a_clear_error(tmp_path):
 
 def test_lr_scaling_uses_the_effective_batch(tmp_path):
     rec = _RecordLR()
-    model = FocalMixClassifier(num_features=6, learning_rate=1e-3, lr_scaling="linear", reference_batch_size=8)
-    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_val_batches=0, accumulate_grad_batches=2, callbacks=[rec])
+    model = FocalMixClassifier(
+        num_features=6, learning_rate=1e-3, lr_scaling="linear", reference_batch_size=8
+    )
+    trainer = quiet_trainer(
+        tmp_path, max_epochs=1, limit_val_batches=0, accumulate_grad_batches=2, callbacks=[rec]
+    )
     trainer.fit(model, _loaders(batch_size=16)[0])
     peak = trainer.optimizers[0].param_groups[0]["max_lr"]
     assert peak == pytest.approx(1e-3 * 16 * 2 / 8)
@@ -253,3 +268,20 @@ def test_bad_batches_are_named():
         model.training_step({"inputs": torch.randn(2, 6)}, 0)
     with pytest.raises(TypeError, match="a batch must be a dict"):
         model.training_step(torch.randn(2, 6), 0)
+
+
+@pytest.mark.parametrize("source, kwargs", [("breast_cancer", {}), ("synthetic", {"synthetic_classes": 3})])
+def test_auto_alpha_is_resolved_from_the_training_split(tmp_path, source, kwargs):
+    from focalmix import FocalMixDataModule
+
+    data = FocalMixDataModule(source, **kwargs)
+    model = FocalMixClassifier(
+        num_features=data.num_features, task=data.task, num_classes=data.num_classes, focal_alpha="auto"
+    )
+    quiet_trainer(tmp_path, fast_dev_run=1).fit(model, datamodule=data)
+    counts = torch.tensor(data.class_counts, dtype=torch.float32)
+    if data.task == "binary":
+        expected = (counts[0] / counts.sum()).clamp(0.25, 0.75)
+    else:
+        expected = counts.sum() / (len(counts) * counts)
+    assert_close(model.alpha_weights, expected)

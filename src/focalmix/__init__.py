@@ -1,5 +1,6 @@
 """focalmix: focal loss, label smoothing and mixup for imbalanced classification, on PyTorch Lightning."""
 
+from focalmix.data import FocalMixDataModule
 from focalmix.losses import FocalLoss, focal_loss
 from focalmix.mixup import mix, mixup, mixup_loss, sample_mixup
 from focalmix.module import FocalMixClassifier
@@ -8,6 +9,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FocalLoss",
+    "FocalMixDataModule",
     "FocalMixClassifier",
     "focal_loss",
     "mix",

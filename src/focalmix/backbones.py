@@ -64,7 +64,10 @@ class SmallCNN(nn.Module):
         chans = [in_channels, width, width * 2, width * 4]
         layers: list[nn.Module] = []
         for i in range(3):
-            layers += [nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1])]
+            layers += [
+                nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False),
+                nn.BatchNorm2d(chans[i + 1]),
+            ]
             layers += [nn.ReLU(inplace=True)] + ([nn.MaxPool2d(2)] if i < 2 else [])
         self.net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.num_features = chans[-1]

@@ -32,7 +32,8 @@ def focal_loss(
 
     ``binary`` and ``multilabel`` use the sigmoid focal loss of torchvision's ``sigmoid_focal_loss``
     per element: ``ce * (1 - p_t) ** gamma``, times ``alpha * t + (1 - alpha) * (1 - t)`` when ``alpha``
-    is not None. ``multiclass`` uses the softmax focal loss ``-sum_c w_c * t_c * (1 - p_c) ** gamma * log p_c``.
+    is not None. ``multiclass`` uses the softmax focal loss
+    ``-sum_c w_c * t_c * (1 - p_c) ** gamma * log p_c``.
     With ``gamma=0`` and ``alpha=None`` both reduce to plain (label-smoothed) cross-entropy.
 
     Label smoothing moves targets ``eps / K`` towards uniform, as ``F.cross_entropy`` and Keras do:

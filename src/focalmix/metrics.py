@@ -27,7 +27,9 @@ class BinaryThresholdStats(torchmetrics.Metric):
     def __init__(self, num_thresholds: int, **kwargs) -> None:
         super().__init__(**kwargs)
         for name in ("tp", "fp", "tn", "fn"):
-            self.add_state(name, default=torch.zeros(num_thresholds, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_state(
+                name, default=torch.zeros(num_thresholds, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
     def update(self, probs: Tensor, target: Tensor, thresholds: Tensor) -> None:
         pred = probs.reshape(-1, 1) >= thresholds.to(probs)  # (N, K)
@@ -76,7 +78,11 @@ def choose_threshold(stats: dict[str, Tensor], thresholds: Tensor, rule: str, ma
 def probability_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
     """AUROC, average precision and expected calibration error (where torchmetrics has one) for ``task``."""
     if task == "binary":
-        metrics = {"auroc": tmc.BinaryAUROC(), "ap": tmc.BinaryAveragePrecision(), "ece": tmc.BinaryCalibrationError()}
+        metrics = {
+            "auroc": tmc.BinaryAUROC(),
+            "ap": tmc.BinaryAveragePrecision(),
+            "ece": tmc.BinaryCalibrationError(),
+        }
     elif task == "multiclass":
         metrics = {
             "auroc": tmc.MulticlassAUROC(num_classes, average="macro"),

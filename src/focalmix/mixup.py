@@ -136,9 +136,13 @@ def mixup(
 
 
 def mixup_loss(
-    criterion: Callable[[Tensor, Tensor], Tensor], logits: Tensor, target: Tensor, lam: float, perm: Tensor | None
+    criterion: Callable[[Tensor, Tensor], Tensor],
+    logits: Tensor,
+    target: Tensor,
+    lam: float,
+    perm: Tensor | None,
 ) -> Tensor:
-    """Loss of a mixed batch: ``lam * criterion(logits, target) + (1 - lam) * criterion(logits, target[perm])``.
+    """Loss of a mixed batch: ``lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])``.
 
     Mixing the losses, rather than the targets, keeps non-linear losses such as focal loss exact; for
     cross-entropy the two are the same.

@@ -22,7 +22,7 @@ _RESIZABLE_BUFFERS = ("input_mean", "input_std", "alpha_weights")
 
 
 class FocalMixClassifier(pl.LightningModule):
-    """A classifier trained with the focalmix recipe: focal loss + label smoothing + mixup, AdamW + OneCycleLR.
+    """A classifier trained with the focalmix recipe: focal loss, label smoothing, mixup, AdamW, OneCycleLR.
 
     The network is ``standardize -> backbone -> dropout -> linear head``. Standardization statistics are
     buffers, copied from the datamodule's ``normalization`` at the start of ``fit``, so a checkpoint alone
@@ -134,7 +134,10 @@ class FocalMixClassifier(pl.LightningModule):
             self.add_module(f"{stage}_loss", torchmetrics.MeanMetric())
             self.add_module(f"{stage}_prob_metrics", fm_metrics.probability_metrics(task, num_classes))
             if task == "binary":
-                self.add_module(f"{stage}_threshold_stats", fm_metrics.BinaryThresholdStats(_GRID if stage == "val" else 1))
+                self.add_module(
+                    f"{stage}_threshold_stats",
+                    fm_metrics.BinaryThresholdStats(_GRID if stage == "val" else 1),
+                )
             else:
                 self.add_module(f"{stage}_label_metrics", fm_metrics.label_metrics(task, num_classes))
 
@@ -180,15 +183,22 @@ class FocalMixClassifier(pl.LightningModule):
         if isinstance(alpha, str):
             raise RuntimeError("`focal_alpha='auto'` is resolved from the training data at the start of fit.")
         return focal_loss(
-            logits, target, task=hp.task, alpha=alpha, gamma=hp.focal_gamma,
-            label_smoothing=hp.label_smoothing, reduction=reduction,
+            logits,
+            target,
+            task=hp.task,
+            alpha=alpha,
+            gamma=hp.focal_gamma,
+            label_smoothing=hp.label_smoothing,
+            reduction=reduction,
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = _unpack(batch)
         x, lam, perm = mixup(x, self.hparams.mixup_alpha, self._mixup_generator)
         loss = mixup_loss(self._criterion, self(x), y, lam, perm)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True)
+        self.log(
+            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True
+        )
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -245,7 +255,9 @@ class FocalMixClassifier(pl.LightningModule):
         if stage == "val":
             grid = self._grid("val").to(self.threshold.device)
             if self._calibrating():
-                idx = fm_metrics.choose_threshold(stats, grid, self.hparams.threshold_metric, self.hparams.max_fpr)
+                idx = fm_metrics.choose_threshold(
+                    stats, grid, self.hparams.threshold_metric, self.hparams.max_fpr
+                )
                 self.threshold.fill_(grid[idx])
             else:  # report at the stored threshold: its nearest grid point
                 idx = int((grid - self.threshold).abs().argmin())
@@ -281,8 +293,8 @@ class FocalMixClassifier(pl.LightningModule):
         expected = self.trainer.estimated_stepping_batches
         if scheduler is not None and getattr(scheduler, "total_steps", expected) != expected:
             raise RuntimeError(
-                f"This run resumes a OneCycleLR schedule built for {scheduler.total_steps} optimizer steps, but"
-                f" the Trainer now plans {expected} (max_epochs, max_steps, limit_train_batches,"
+                f"This run resumes a OneCycleLR schedule built for {scheduler.total_steps} optimizer steps,"
+                f" but the Trainer now plans {expected} (max_epochs, max_steps, limit_train_batches,"
                 " accumulate_grad_batches, devices or batch size changed). A one-cycle schedule cannot be"
                 " stretched: resume with the settings of the original run, or start a new fit from the"
                 " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
@@ -295,21 +307,29 @@ class FocalMixClassifier(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
             raise ValueError(
-                f"OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans {total}."
-                " Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that the training"
-                " dataloader is not empty."
+                "OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans"
+                f" {total}. Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that"
+                " the training dataloader is not empty."
             )
         lr, batch = self._effective_lr()
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
         optimizer = torch.optim.AdamW(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, weight_decay=hp.weight_decay
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=lr,
+            weight_decay=hp.weight_decay,
         )
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=int(total), pct_start=hp.warmup_pct,
-            anneal_strategy=hp.anneal_strategy, cycle_momentum=hp.cycle_momentum,
-            base_momentum=hp.base_momentum, max_momentum=hp.max_momentum,
-            div_factor=hp.div_factor, final_div_factor=hp.final_div_factor,
+            optimizer,
+            max_lr=lr,
+            total_steps=int(total),
+            pct_start=hp.warmup_pct,
+            anneal_strategy=hp.anneal_strategy,
+            cycle_momentum=hp.cycle_momentum,
+            base_momentum=hp.base_momentum,
+            max_momentum=hp.max_momentum,
+            div_factor=hp.div_factor,
+            final_div_factor=hp.final_div_factor,
         )
         rank_zero_info(
             f"focalmix: effective batch size {batch or 'unknown'}, peak learning rate {lr:.3g} "
@@ -324,7 +344,9 @@ class FocalMixClassifier(pl.LightningModule):
             batch_size = getattr(trainer.train_dataloader, "batch_size", None)
         if batch_size is None:
             if hp.lr_scaling != "none":
-                raise ValueError("`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`.")
+                raise ValueError(
+                    "`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`."
+                )
             return hp.learning_rate, None
         effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
         ratio = effective / hp.reference_batch_size
@@ -360,7 +382,9 @@ def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
         return batch["x"], batch["y"]
     if isinstance(batch, list | tuple) and len(batch) >= 2:
         return batch[0], batch[1]
-    raise TypeError(f"a batch must be a dict with 'x' and 'y' or an (x, y) tuple, got {type(batch).__name__}.")
+    raise TypeError(
+        f"a batch must be a dict with 'x' and 'y' or an (x, y) tuple, got {type(batch).__name__}."
+    )
 
 
 def _build_backbone(backbone: Any, num_features: int | None, hidden_sizes: tuple[int, ...]) -> nn.Module:
@@ -372,7 +396,8 @@ def _build_backbone(backbone: Any, num_features: int | None, hidden_sizes: tuple
         return cls(**backbone.get("init_args", {}))
     if num_features is None:
         raise ValueError(
-            "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the data."
+            "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the"
+            " data."
         )
     return MLP(num_features, hidden_sizes)
 
@@ -383,8 +408,8 @@ def _feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> i
             return getattr(backbone, attr)
     if input_shape is None:
         raise ValueError(
-            f"Cannot tell the output size of {type(backbone).__name__}: give `backbone_features`, or `input_shape`"
-            " for a dry run, or give the backbone a `num_features` attribute."
+            f"Cannot tell the output size of {type(backbone).__name__}: give `backbone_features`, or"
+            " `input_shape` for a dry run, or give the backbone a `num_features` attribute."
         )
     was_training = backbone.training
     with torch.no_grad():
@@ -408,7 +433,9 @@ def _validate(args: dict[str, Any]) -> None:
             _check_int(a, name, 1)
     _check_int(a, "reference_batch_size", 1)
     ranges = {
-        "dropout": (0, 1, "[0, 1)"), "label_smoothing": (0, 1, "[0, 1)"), "base_momentum": (0, 1, "[0, 1)"),
+        "dropout": (0, 1, "[0, 1)"),
+        "label_smoothing": (0, 1, "[0, 1)"),
+        "base_momentum": (0, 1, "[0, 1)"),
         "max_momentum": (0, 1, "[0, 1)"),
     }
     for name, (lo, hi, text) in ranges.items():
@@ -425,7 +452,9 @@ def _validate(args: dict[str, Any]) -> None:
     if not 0 < a["max_fpr"] < 1:
         raise ValueError(f"`max_fpr` must be in (0, 1), got {a['max_fpr']}.")
     if a["base_momentum"] > a["max_momentum"]:
-        raise ValueError(f"`base_momentum` ({a['base_momentum']}) must be <= `max_momentum` ({a['max_momentum']}).")
+        raise ValueError(
+            f"`base_momentum` ({a['base_momentum']}) must be <= `max_momentum` ({a['max_momentum']})."
+        )
     _check_choice(a, "anneal_strategy", ("cos", "linear"))
     _check_choice(a, "lr_scaling", ("none", "linear", "sqrt"))
     _check_choice(a, "threshold_metric", ("f1", "fpr", "none"))
@@ -435,7 +464,9 @@ def _validate(args: dict[str, Any]) -> None:
         if a[name] is not None and want is not None and len(a[name]) != want:
             raise ValueError(f"`{name}` must have {want} entries, got {len(a[name])}: {a[name]}.")
     if not (a["backbone"] is None or isinstance(a["backbone"], nn.Module | dict)):
-        raise TypeError(f"`backbone` must be an nn.Module, a class_path dict or None, got {type(a['backbone'])}.")
+        raise TypeError(
+            f"`backbone` must be an nn.Module, a class_path dict or None, got {type(a['backbone'])}."
+        )
 
 
 def _check_int(a: dict[str, Any], name: str, low: int) -> None:

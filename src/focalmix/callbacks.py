@@ -1,0 +1,99 @@
+"""Lightning callbacks of focalmix's own: the CSV prediction writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write predictions to a CSV: one row per input row, in input order, also under DDP.
+
+    Columns: ``prob_<class>`` for every class, then ``prediction``, the predicted class name (binary: the
+    positive class where its probability reaches the model's calibrated ``threshold``; multiclass: the
+    most probable class; multilabel: the labels at or above 0.5, joined by ``;``). Class names are the
+    ones the model was trained with (``class_names``), or ``0..C-1``.
+
+    Each rank keeps its rows with their input positions (the ``index`` the datamodule puts in every
+    predict batch, else the sampler's indices); rank 0 merges the parts through ``path`` + ``.part<R>.npz``
+    files, so ``path`` must be on a filesystem every node can read (like the checkpoints).
+
+    Args:
+        path: the CSV to write. Default: ``predictions.csv``. Its folder is created.
+
+    Example:
+        >>> writer = PredictionWriter("out/predictions.csv")
+        >>> writer.path.name
+        'predictions.csv'
+    """
+
+    def __init__(self, path: str | Path = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.path = Path(path)
+        if self.path.suffix.lower() != ".csv":
+            raise ValueError(f"`path` must end in .csv, got {str(path)!r}.")
+
+    def on_predict_epoch_start(self, trainer, pl_module) -> None:
+        self._probs: list[torch.Tensor] = []
+        self._index: list[torch.Tensor] = []
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if isinstance(batch, dict) and "index" in batch:
+            index = batch["index"]
+        else:  # the sampler's positions, which Lightning tracks when a prediction writer is attached
+            index = trainer.predict_loop.current_batch_indices
+        self._index.append(torch.as_tensor(index).detach().cpu().long())
+        self._probs.append(outputs.detach().float().cpu())
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions: Any, batch_indices: Any) -> None:
+        part = self._part(trainer.global_rank)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        probs = torch.cat(self._probs) if self._probs else torch.empty(0)
+        index = torch.cat(self._index) if self._index else torch.empty(0, dtype=torch.long)
+        np.savez(part, probs=probs.numpy(), index=index.numpy())
+        self._probs, self._index = [], []
+        trainer.strategy.barrier("focalmix-predictions")
+        if trainer.is_global_zero:
+            self._merge(trainer.world_size, pl_module)
+        trainer.strategy.barrier("focalmix-predictions-written")
+
+    def _part(self, rank: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.part{rank}.npz")
+
+    def _merge(self, world_size: int, pl_module) -> None:
+        parts = [self._part(r) for r in range(world_size)]
+        loaded = [np.load(p) for p in parts]
+        probs = np.concatenate([d["probs"] for d in loaded])
+        index = np.concatenate([d["index"] for d in loaded])
+        order = np.argsort(index, kind="stable")
+        probs, index = probs[order], index[order]
+        if len(np.unique(index)) != len(index):
+            raise RuntimeError("a row was predicted twice: the predict sampler repeated samples.")
+        frame = predictions_frame(probs, pl_module)
+        frame.to_csv(self.path, index=False)
+        for p in parts:
+            p.unlink()
+
+
+def predictions_frame(probs: np.ndarray, pl_module) -> pd.DataFrame:
+    """A DataFrame of per-class probabilities and the predicted class, as :class:`PredictionWriter` writes."""
+    hp = pl_module.hparams
+    names = [str(c) for c in (hp.get("class_names") or range(hp.num_classes))]
+    if hp.task == "binary":
+        threshold = float(pl_module.threshold)
+        table = np.stack([1 - probs, probs], axis=1)
+        predicted = np.where(probs >= threshold, names[1], names[0])
+    elif hp.task == "multiclass":
+        table = probs
+        predicted = np.asarray(names, dtype=object)[probs.argmax(1)]
+    else:
+        table = probs
+        predicted = [";".join(n for n, on in zip(names, row, strict=True) if on) for row in probs >= 0.5]
+    frame = pd.DataFrame(table, columns=[f"prob_{n}" for n in names])
+    frame["prediction"] = predicted
+    return frame

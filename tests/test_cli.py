@@ -1,0 +1,213 @@
+"""The `focalmix` command as users call it: subprocesses end to end, LightningCLI(run=False) for parsing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from focalmix.cli import FocalMixCLI
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+SPEC = {  # the spec's Presets section
+    "fast": dict(batch_size=64, max_epochs=50, patience=5, learning_rate=0.0002, dropout=0.4),
+    "balanced": dict(batch_size=32, max_epochs=100, patience=8, learning_rate=0.0001, dropout=0.5),
+    "max_accuracy": dict(batch_size=32, max_epochs=200, patience=15, learning_rate=0.00005, dropout=0.5),
+}
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def focalmix(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "focalmix", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"focalmix {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    return proc
+
+
+def parse(*args: str) -> FocalMixCLI:
+    return FocalMixCLI(run=False, args=list(args))
+
+
+def _values(cli: FocalMixCLI) -> dict:
+    c = cli.config
+    return dict(
+        batch_size=c.data.batch_size,
+        max_epochs=c.trainer.max_epochs,
+        patience=c.early_stopping.patience,
+        learning_rate=c.model.learning_rate,
+        dropout=c.model.dropout,
+    )
+
+
+def test_defaults_are_the_spec():
+    c = parse().config
+    assert _values(parse()) == SPEC["balanced"]
+    assert (c.model.weight_decay, c.model.focal_alpha, c.model.focal_gamma) == (0.01, 0.5, 2.0)
+    assert (c.model.label_smoothing, c.model.mixup_alpha, c.model.warmup_pct) == (0.1, 0.5, 0.1)
+    assert (c.early_stopping.monitor, c.early_stopping.mode) == ("val/loss", "min")
+    assert (c.checkpoint.monitor, c.checkpoint.save_last) == ("val/loss", True)
+
+
+@pytest.mark.parametrize("preset", ["fast", "balanced", "max_accuracy"])
+def test_presets_hold_the_spec_values(preset):
+    assert _values(parse("--config", str(CONFIGS / f"{preset}.yaml"))) == SPEC[preset]
+    stacked = parse("--config", str(CONFIGS / "balanced.yaml"), "--config", str(CONFIGS / f"{preset}.yaml"))
+    assert _values(stacked) == SPEC[preset]
+
+
+def test_links_build_the_model_from_the_data(tmp_path):
+    cli = parse("--data.source", "digits")
+    assert cli.model.hparams.task == "multiclass" and cli.model.hparams.num_classes == 10
+    assert cli.model.hparams.num_features == 64 and cli.model.hparams.class_names == [
+        str(i) for i in range(10)
+    ]
+
+
+def test_min_epochs_keeps_early_stopping_out_of_the_warmup():
+    assert parse().trainer.fit_loop.min_epochs == 10  # ceil(0.1 * 100)
+    assert parse("--trainer.max_epochs", "50", "--model.warmup_pct", "0.3").trainer.fit_loop.min_epochs == 15
+    assert parse("--trainer.min_epochs", "40").trainer.fit_loop.min_epochs == 40
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model.focal_gamma", "-1"], "`focal_gamma` must be >= 0"),
+        (["--model.dropout", "1.5"], "`dropout` must be in"),
+        (["--model.learning_rate", "0"], "`learning_rate` must be > 0"),
+        (["--model.label_smoothing", "1"], "`label_smoothing` must be in"),
+        (["--model.focal_alpha", "2"], "`alpha` must be in"),
+        (["--data.batch_size", "0"], "batch_size"),
+        (["--data.source", "missing.csv"], "missing.csv"),
+        (["--optimizer", "Adam"], "optimizer"),
+        (["--lr_scheduler", "StepLR"], "lr_scheduler"),
+    ],
+)
+def test_bad_arguments_fail_when_parsed(args, message, capsys):
+    with pytest.raises((SystemExit, ValueError, TypeError, FileNotFoundError)) as info:
+        parse(*args)
+    shown = str(info.value) + capsys.readouterr().err
+    assert message in shown
+
+
+def test_test_and_predict_need_a_checkpoint():
+    with pytest.raises(ValueError, match="needs trained weights: give --ckpt_path"):
+        FocalMixCLI(args=["test"])
+
+
+@pytest.mark.slow
+def test_fast_dev_run_on_the_default_data(tmp_path):
+    focalmix("fit", "--trainer.fast_dev_run", "true", *QUIET, cwd=tmp_path)
+
+
+@pytest.mark.slow
+def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path):
+    first = focalmix("fit", "--config", str(CONFIGS / "fast.yaml"), "--print_config", cwd=tmp_path).stdout
+    shown = yaml.safe_load(first)
+    assert shown["data"]["batch_size"] == 64 and shown["early_stopping"]["patience"] == 5
+    (tmp_path / "cfg.yaml").write_text(first)
+    again = focalmix("fit", "--config", "cfg.yaml", "--print_config", cwd=tmp_path).stdout
+    assert again == first
+    args = [
+        "fit",
+        "--config",
+        "cfg.yaml",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        "runs",
+        "--trainer.logger",
+        "false",
+        "--checkpoint.dirpath",
+        "runs/ckpt",
+        *QUIET,
+    ]
+    focalmix(*args, cwd=tmp_path)
+    focalmix(*args, cwd=tmp_path)  # config.yaml exists now: must not abort
+
+
+@pytest.mark.slow
+def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(160, 4))
+    frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    frame["outcome"] = np.where(x[:, 0] + 0.5 * rng.normal(size=160) > 0.5, "yes", "no")
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    new = frame.drop(columns="outcome").iloc[:37]
+    new[["d", "c", "b", "a"]].to_csv(tmp_path / "new.csv", index=False)  # same columns, other order
+    root = ["--trainer.default_root_dir", "runs", "--checkpoint.dirpath", "runs/ckpt", *QUIET]
+    focalmix(
+        "fit",
+        "--data.source",
+        "train.csv",
+        "--data.target",
+        "outcome",
+        "--trainer.max_epochs",
+        "4",
+        "--model.learning_rate",
+        "0.01",
+        *root,
+        cwd=tmp_path,
+    )
+    best = tmp_path / "runs" / "ckpt" / "best.ckpt"
+    assert best.is_file() and (tmp_path / "runs" / "ckpt" / "last.ckpt").is_file()
+    out = focalmix("test", "--ckpt_path", str(best), *root, cwd=tmp_path).stdout
+    assert "test/auroc" in out
+    focalmix(
+        "predict",
+        "--ckpt_path",
+        str(best),
+        "--data.predict_source",
+        "new.csv",
+        "--prediction_writer.path",
+        "out/predictions.csv",
+        *root,
+        cwd=tmp_path,
+    )
+    pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert list(pred.columns) == ["prob_no", "prob_yes", "prediction"]
+    assert len(pred) == 37 and set(pred["prediction"]) <= {"yes", "no"}
+    np.testing.assert_allclose(pred["prob_no"] + pred["prob_yes"], 1.0, rtol=1e-6)
+    # misaligned prediction columns are refused, naming the difference
+    new.rename(columns={"a": "z"}).to_csv(tmp_path / "bad.csv", index=False)
+    proc = focalmix(
+        "predict",
+        "--ckpt_path",
+        str(best),
+        "--data.predict_source",
+        "bad.csv",
+        *root,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode != 0 and "'z'" in proc.stderr and "'a'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "value, expected", [("auto", "auto"), ("null", None), ("0.25", 0.25), ("[1, 2, 3]", None)]
+)
+def test_focal_alpha_forms(value, expected):
+    if value.startswith("["):  # per-class weights need a multiclass task
+        cli = parse(
+            "--data.source", "synthetic", "--data.synthetic_classes", "3", "--model.focal_alpha", value
+        )
+        assert cli.model.hparams.focal_alpha == [1.0, 2.0, 3.0]
+    else:
+        assert parse("--model.focal_alpha", value).model.hparams.focal_alpha == expected
