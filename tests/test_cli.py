@@ -62,7 +62,11 @@ def test_defaults_are_the_spec():
     assert (c.model.weight_decay, c.model.focal_alpha, c.model.focal_gamma) == (0.01, 0.5, 2.0)
     assert (c.model.label_smoothing, c.model.mixup_alpha, c.model.warmup_pct) == (0.1, 0.5, 0.1)
     assert (c.early_stopping.monitor, c.early_stopping.mode) == ("val/loss", "min")
-    assert (c.checkpoint.monitor, c.checkpoint.save_last) == ("val/loss", True)
+    assert (c.checkpoint.monitor, c.checkpoint.filename, c.last_checkpoint.filename) == (
+        "val/loss",
+        "best",
+        "last",
+    )
 
 
 @pytest.mark.parametrize("preset", ["fast", "balanced", "max_accuracy"])

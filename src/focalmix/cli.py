@@ -25,7 +25,8 @@ class FocalMixCLI(LightningCLI):
     """LightningCLI for :class:`FocalMixClassifier` and :class:`FocalMixDataModule`.
 
     Adds Lightning's ``EarlyStopping`` (``early_stopping.*``, monitor ``val/loss``, patience 8),
-    ``ModelCheckpoint`` (``checkpoint.*``: best by ``val/loss`` and last), ``LearningRateMonitor`` and the
+    ``ModelCheckpoint`` (``checkpoint.*``: ``best.ckpt`` by ``val/loss``; ``last_checkpoint.*``: ``last.ckpt``
+    every epoch, in the same folder), ``LearningRateMonitor`` and the
     CSV :class:`~focalmix.callbacks.PredictionWriter` (``prediction_writer.path``); links the data's shape,
     classes and task into the model; keeps early stopping off while OneCycleLR warms up (``min_epochs``).
     """
@@ -43,13 +44,15 @@ class FocalMixCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
-            {
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best",
-            }
+            {"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.filename": "best"}
         )
+        # Lightning 2.6 writes `save_last` only when a best checkpoint is written in the same step, so
+        # last.ckpt (what a resume needs) comes from a second, unmonitored callback saving every epoch.
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.set_defaults(
+            {"last_checkpoint.filename": "last", "last_checkpoint.enable_version_counter": False}
+        )
+        parser.link_arguments("checkpoint.dirpath", "last_checkpoint.dirpath")
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")

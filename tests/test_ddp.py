@@ -1,0 +1,230 @@
+"""Real 2-process DDP on CPU (gloo): the schedule, metrics, early stopping, mixup, predict and resume.
+
+Each run is a subprocess with a timeout (`strategy="ddp"` inside pytest would re-launch pytest itself),
+and DDP has a 60 s collective timeout, so a hang fails instead of blocking CI. Run alone: `pytest -m ddp`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from torch.testing import assert_close
+
+from focalmix import FocalMixClassifier
+from tests import _ddp_run as run
+from tests.conftest import quiet_trainer
+
+pytestmark = pytest.mark.ddp
+SCRIPT = Path(__file__).with_name("_ddp_run.py")
+ROOT = SCRIPT.parents[1]
+
+
+def launch(case: str, out: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), case, str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"DDP case {case!r} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def ranks(out: Path, case: str) -> list[dict]:
+    return [json.loads((out / f"{case}-rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def reference_lrs(total: int, max_lr: float) -> list[float]:
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=max_lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total, pct_start=0.1)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    launch("fit", out)
+    return out
+
+
+def test_schedule_counts_world_size_and_accumulation(fitted):
+    r0, r1 = ranks(fitted, "fit")
+    train_rows = len(run.data().split_indices["train"])
+    per_rank = math.ceil(train_rows / 2)  # DistributedSampler shards the training split
+    steps_per_epoch = math.ceil(math.ceil(per_rank / run.BATCH) / run.ACCUMULATE)
+    assert r0["total_steps"] == r1["total_steps"] == run.EPOCHS * steps_per_epoch
+    # lr_scaling="linear": batch 16 x 2 ranks x accumulate 2 over the reference 32
+    assert r0["max_lr"] == pytest.approx(3e-3 * 16 * 2 * 2 / 32)
+    expected = reference_lrs(r0["total_steps"], r0["max_lr"])
+    for r in (r0, r1):
+        assert_close(r["lrs"], expected[: len(r["lrs"])])
+
+
+def test_early_stopping_stops_every_rank_at_the_same_epoch(fitted):
+    r0, r1 = ranks(fitted, "fit")
+    assert r0["stopped_epoch"] == r1["stopped_epoch"] == 2  # best at epoch 0, no improvement at epoch 1
+
+
+def test_metrics_equal_on_every_rank_and_to_one_process(fitted, tmp_path):
+    r0, r1 = ranks(fitted, "fit")
+    assert r0["val"] == r1["val"]
+    model = FocalMixClassifier.load_from_checkpoint(fitted / "ckpt" / "last.ckpt")
+    (single,) = quiet_trainer(tmp_path).validate(model, datamodule=run.data(), verbose=False)
+    assert set(single) == set(r0["val"])
+    for key, value in single.items():
+        assert r0["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_mixup_differs_across_ranks_and_repeats_for_a_seed(fitted):
+    r0, r1 = ranks(fitted, "fit")
+    assert r0["mixup_seed"] != r1["mixup_seed"] and r0["first_perm"] != r1["first_perm"]
+    launch("seed", fitted)
+    s0, s1 = ranks(fitted, "seed")
+    assert (s0["mixup_seed"], s0["first_perm"]) == (r0["mixup_seed"], r0["first_perm"])
+    assert (s1["mixup_seed"], s1["first_perm"]) == (r1["mixup_seed"], r1["first_perm"])
+
+
+def test_predict_writes_every_row_once_in_input_order(fitted, tmp_path):
+    written = pd.read_csv(fitted / "predictions.csv")
+    data = run.data()
+    model = FocalMixClassifier.load_from_checkpoint(fitted / "ckpt" / "last.ckpt")
+    probs = torch.cat(quiet_trainer(tmp_path).predict(model, datamodule=data))  # one process
+    assert len(written) == len(probs)
+    assert_close(
+        torch.tensor(written.iloc[:, 1].to_numpy(), dtype=torch.float32), probs, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_resume_continues_the_schedule(fitted):
+    state = torch.load(fitted / "ckpt" / "last.ckpt", weights_only=True)
+    launch("resume", fitted)
+    r0, r1 = ranks(fitted, "resume")
+    fit0 = ranks(fitted, "fit")[0]
+    expected = reference_lrs(fit0["total_steps"], fit0["max_lr"])
+    step = state["global_step"]
+    assert r0["lrs"] == r1["lrs"] and len(r0["lrs"]) > 0
+    assert_close(r0["lrs"], expected[step : step + len(r0["lrs"])])  # no restarted warmup
+    assert r0["last_epoch"] == r0["global_step"] <= fit0["total_steps"]
+
+
+def test_resume_with_a_longer_horizon_stops_with_an_explanation(fitted):
+    proc = launch("resume_longer", fitted, check=False)
+    assert proc.returncode != 0
+    assert "cannot be stretched" in proc.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CLI_ARGS = [
+    "--data.source",
+    "synthetic",
+    "--data.synthetic_rows",
+    "200",
+    "--data.synthetic_features",
+    "6",
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.accelerator",
+    "cpu",
+    "--trainer.strategy",
+    "ddp",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.logger",
+    "false",
+    "--seed_everything",
+    "1",
+]
+
+
+def test_focalmix_fit_launches_two_processes(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "focalmix",
+            "fit",
+            *CLI_ARGS,
+            "--trainer.devices",
+            "2",
+            "--checkpoint.dirpath",
+            str(tmp_path / "ckpt"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        "distributed_backend=gloo" in proc.stderr + proc.stdout
+        and "All distributed processes registered" in (proc.stderr + proc.stdout)
+    )
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+
+
+def test_torchrun_two_nodes_on_loopback(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "-m",
+        "focalmix",
+        "fit",
+        *CLI_ARGS,
+        "--trainer.num_nodes",
+        "2",
+        "--trainer.devices",
+        "1",
+        "--checkpoint.dirpath",
+        str(tmp_path / "ckpt"),
+    ]
+    nodes = [
+        subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        logs = [node.communicate(timeout=240)[0] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-3000:] for log in logs)
+    assert any("GLOBAL_RANK: 1" in log or "rank: 1" in log.lower() for log in logs) or len(logs) == 2
+    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
