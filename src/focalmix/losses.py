@@ -63,7 +63,8 @@ def focal_loss(
 
     Raises:
         ValueError: for an unknown task or reduction, a value out of range, mismatched shapes, or class
-            indices outside [0, C) (``-100`` is not ignored, unlike ``F.cross_entropy``).
+            indices outside [0, C) (``-100`` is not ignored, unlike ``F.cross_entropy``). On CUDA, target
+            values are checked by a device-side assertion instead, which avoids a host sync per call.
         TypeError: for a non-tensor input or an integer ``logits`` tensor.
 
     Example:
@@ -119,8 +120,7 @@ def _sigmoid_focal(x: Tensor, target: Tensor, task: str, alpha: Alpha, gamma: fl
             f"{task} `target` must have the shape of `logits` {tuple(x.shape)}, got {tuple(target.shape)}."
         )
     t = target.to(x.dtype)
-    if bool(((t < 0) | (t > 1) | t.isnan()).any()):
-        raise ValueError(f"{task} `target` values must be in [0, 1]; got values outside it.")
+    _check((t < 0) | (t > 1) | t.isnan(), f"{task} `target` values must be in [0, 1]; got values outside it.")
     if eps:
         t = t * (1 - eps) + eps / 2
     ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
@@ -136,14 +136,29 @@ def _sigmoid_focal(x: Tensor, target: Tensor, task: str, alpha: Alpha, gamma: fl
 
 
 def _sigmoid_alpha(alpha: Alpha, x: Tensor) -> Tensor | float:
+    if isinstance(alpha, int | float):
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
+        return float(alpha)  # a Python float: no tensor to build or check on the device
     a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
     if a.ndim > 1 or (a.ndim == 1 and (x.ndim != 2 or a.numel() != x.shape[-1])):
         raise ValueError(
             f"`alpha` must be a float or, for multilabel, one float per label ({x.shape[-1]}), got {alpha}."
         )
-    if bool(((a < 0) | (a > 1) | a.isnan()).any()):
-        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
+    _check((a < 0) | (a > 1) | a.isnan(), f"`alpha` must be in [0, 1], got {alpha}.")
     return a
+
+
+def _check(bad: Tensor, message: str) -> None:
+    """Raise ``ValueError(message)`` where ``bad`` has a True element.
+
+    On CUDA the check is a device-side assertion queued with the kernels (``torch._assert_async``), so
+    training does not wait for the GPU at every step to read one boolean back.
+    """
+    if bad.device.type == "cuda":
+        torch._assert_async(~bad.any(), message)
+    elif bool(bad.any()):
+        raise ValueError(message)
 
 
 def _softmax_focal(x: Tensor, target: Tensor, alpha: Alpha, gamma: float, eps: float) -> Tensor:
@@ -153,14 +168,19 @@ def _softmax_focal(x: Tensor, target: Tensor, alpha: Alpha, gamma: float, eps: f
     if target.ndim == 1 and not target.is_floating_point():
         if target.shape[0] != n:
             raise ValueError(f"multiclass `target` must have shape ({n},), got {tuple(target.shape)}.")
-        if bool(((target < 0) | (target >= c)).any()):
-            bad = target[(target < 0) | (target >= c)].unique().tolist()
-            raise ValueError(f"multiclass `target` class indices must be in [0, {c}), got {bad}.")
+        bad = (target < 0) | (target >= c)
+        if bad.device.type != "cuda" and bool(bad.any()):  # name the offending values where it is cheap
+            raise ValueError(
+                f"multiclass `target` class indices must be in [0, {c}), got {target[bad].unique().tolist()}."
+            )
+        _check(bad, f"multiclass `target` class indices must be in [0, {c}).")
         t = F.one_hot(target, c).to(x.dtype)  # (N, C)
     elif target.shape == x.shape and target.is_floating_point():
         t = target.to(x.dtype)
-        if bool(((t < 0) | (t > 1) | t.isnan()).any()):
-            raise ValueError("multiclass `target` probabilities must be in [0, 1]; got values outside it.")
+        _check(
+            (t < 0) | (t > 1) | t.isnan(),
+            "multiclass `target` probabilities must be in [0, 1]; got values outside it.",
+        )
     else:
         raise ValueError(
             f"multiclass `target` must be int class indices ({n},) or float probabilities ({n}, {c}), "
@@ -179,14 +199,17 @@ def _softmax_focal(x: Tensor, target: Tensor, alpha: Alpha, gamma: float, eps: f
     return loss.sum(dim=-1)  # (N,)
 
 
-def _softmax_alpha(alpha: Alpha, x: Tensor) -> Tensor:
+def _softmax_alpha(alpha: Alpha, x: Tensor) -> Tensor | float:
+    if isinstance(alpha, int | float):
+        if not alpha >= 0:
+            raise ValueError(f"multiclass `alpha` weights must be >= 0, got {alpha}.")
+        return float(alpha)
     w = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
     if w.ndim > 1 or (w.ndim == 1 and w.numel() != x.shape[-1]):
         raise ValueError(
             f"multiclass `alpha` must be a float or one weight per class ({x.shape[-1]}), got {alpha}."
         )
-    if bool(((w < 0) | w.isnan()).any()):
-        raise ValueError(f"multiclass `alpha` weights must be >= 0, got {alpha}.")
+    _check((w < 0) | w.isnan(), f"multiclass `alpha` weights must be >= 0, got {alpha}.")
     return w
 
 

@@ -127,7 +127,9 @@ class FocalMixClassifier(pl.LightningModule):
             self.backbone.requires_grad_(False)
         self.register_buffer("input_mean", torch.empty(0))
         self.register_buffer("input_std", torch.empty(0))
-        self.register_buffer("alpha_weights", torch.empty(0))
+        # per-class weights live on the model's device, so the loss copies nothing per step
+        weights = focal_alpha if isinstance(focal_alpha, list | tuple) else []
+        self.register_buffer("alpha_weights", torch.tensor(weights, dtype=torch.float32))
         self.register_buffer("threshold", torch.tensor(0.5))
         self._mixup_generator: torch.Generator | None = None
         for stage in ("val", "test"):
