@@ -215,3 +215,19 @@ def test_focal_alpha_forms(value, expected):
         assert cli.model.hparams.focal_alpha == [1.0, 2.0, 3.0]
     else:
         assert parse("--model.focal_alpha", value).model.hparams.focal_alpha == expected
+
+
+def test_lr_find_sets_the_onecycle_peak(tmp_path, capsys):
+    args = [
+        "fit",
+        "--lr_find",
+        "true",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    cli = FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])
+    lr = cli.model.hparams.learning_rate
+    assert lr != 0.0001 and "from the range test" in capsys.readouterr().out
+    assert cli.trainer.optimizers[0].param_groups[0]["max_lr"] == pytest.approx(lr)

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.tuner import Tuner
 
 from focalmix.callbacks import PredictionWriter
 from focalmix.data import FocalMixDataModule
@@ -56,6 +57,21 @@ class FocalMixCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_argument(
+            "--scale_batch_size",
+            type=bool,
+            default=False,
+            help="fit: before training, find the largest batch size that fits in memory with Lightning's"
+            " Tuner (doubling from 2 up to the training split); combine with --model.lr_scaling linear to"
+            " follow the spec's advice of adjusting the learning rate with the batch size.",
+        )
+        parser.add_argument(
+            "--lr_find",
+            type=bool,
+            default=False,
+            help="fit: before training, run Lightning's learning-rate range test (100 steps) and use its"
+            " suggestion as --model.learning_rate, the peak of the OneCycle schedule.",
+        )
         for name in LINKS:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
 
@@ -100,6 +116,26 @@ class FocalMixCLI(LightningCLI):
         if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
+
+    def before_fit(self) -> None:
+        config = self.config["fit"]
+        if not (config.get("scale_batch_size") or config.get("lr_find")):
+            return
+        # The Tuner runs the module's own configure_optimizers: the range test swaps OneCycleLR for its own
+        # schedule while it runs, then fit builds OneCycleLR again from the (updated) learning_rate.
+        tuner = Tuner(self.trainer)
+        if config.get("scale_batch_size"):
+            size = tuner.scale_batch_size(self.model, datamodule=self.datamodule, mode="power")
+            print(f"focalmix: batch size {size} (--data.batch_size {size})")
+        if config.get("lr_find"):
+            finder = tuner.lr_find(self.model, datamodule=self.datamodule)
+            lr = self.model.hparams.learning_rate
+            if finder is None or finder.suggestion() is None:
+                print(f"focalmix: the range test gave no suggestion; keeping --model.learning_rate {lr:.3g}")
+            else:
+                print(
+                    f"focalmix: learning rate {lr:.3g} from the range test (--model.learning_rate {lr:.3g})"
+                )
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""

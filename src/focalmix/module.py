@@ -293,7 +293,8 @@ class FocalMixClassifier(pl.LightningModule):
     def on_train_start(self) -> None:
         scheduler = self.lr_schedulers()
         expected = self.trainer.estimated_stepping_batches
-        if scheduler is not None and getattr(scheduler, "total_steps", expected) != expected:
+        resumed = self.trainer.ckpt_path is not None  # (the Tuner shortens runs on purpose: not a resume)
+        if resumed and scheduler is not None and getattr(scheduler, "total_steps", expected) != expected:
             raise RuntimeError(
                 f"This run resumes a OneCycleLR schedule built for {scheduler.total_steps} optimizer steps,"
                 f" but the Trainer now plans {expected} (max_epochs, max_steps, limit_train_batches,"
