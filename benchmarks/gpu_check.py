@@ -29,7 +29,7 @@ CUDA = torch.cuda.is_available()
 
 def _sync() -> None:
     if CUDA:
-        _sync()
+        torch.cuda.synchronize()
 
 
 class StepTimer(pl.Callback):
