@@ -140,7 +140,8 @@ class FocalMixCLI(LightningCLI):
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
         if best and self.trainer.is_global_zero:
-            print(f"focalmix: best checkpoint {best}")
+            score = self.trainer.checkpoint_callback.best_model_score
+            print(f"focalmix: best checkpoint {best} (val/loss {float(score):.4g})")
         data = self.datamodule
         if (data.test_source is not None or data.test_fraction > 0) and not self.trainer.fast_dev_run:
             # the held-out split is scored once, with the best weights, as lightning-hydra-template does
