@@ -16,6 +16,7 @@ from lightning.pytorch.tuner import Tuner
 
 from focalmix.callbacks import PredictionWriter
 from focalmix.data import FocalMixDataModule
+from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
 
 # Datamodule attributes the model is built from; read after the datamodule is created.
@@ -28,7 +29,8 @@ class FocalMixCLI(LightningCLI):
     Adds Lightning's ``EarlyStopping`` (``early_stopping.*``, monitor ``val/loss``, patience 8),
     ``ModelCheckpoint`` (``checkpoint.*``: ``best.ckpt`` by ``val/loss``; ``last_checkpoint.*``: ``last.ckpt``
     every epoch, in the same folder), ``LearningRateMonitor`` and the
-    CSV :class:`~focalmix.callbacks.PredictionWriter` (``prediction_writer.path``); links the data's shape,
+    CSV :class:`~focalmix.callbacks.PredictionWriter` (``prediction_writer.path``) and
+    :class:`~focalmix.diagnostics.TrainingDiagnostics` (``diagnostics.*``); links the data's shape,
     classes and task into the model; keeps early stopping off while OneCycleLR warms up (``min_epochs``).
     """
 
@@ -57,6 +59,7 @@ class FocalMixCLI(LightningCLI):
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
         parser.set_defaults({"lr_monitor.logging_interval": "step"})
         parser.add_lightning_class_args(PredictionWriter, "prediction_writer")
+        parser.add_lightning_class_args(TrainingDiagnostics, "diagnostics")
         parser.add_argument(
             "--scale_batch_size",
             type=bool,
