@@ -121,30 +121,25 @@ def test_fast_dev_run_on_the_default_data(tmp_path):
     focalmix("fit", "--trainer.fast_dev_run", "true", *QUIET, cwd=tmp_path)
 
 
-@pytest.mark.slow
-def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path):
-    first = focalmix("fit", "--config", str(CONFIGS / "fast.yaml"), "--print_config", cwd=tmp_path).stdout
+def _print_config(*args: str, capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        FocalMixCLI(args=["fit", *args, "--print_config"])
+    assert info.value.code in (0, None)
+    return capsys.readouterr().out
+
+
+def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = _print_config("--config", str(CONFIGS / "fast.yaml"), capsys=capsys)
     shown = yaml.safe_load(first)
     assert shown["data"]["batch_size"] == 64 and shown["early_stopping"]["patience"] == 5
+    assert shown["model"]["focal_gamma"] == 2.0 and shown["trainer"]["max_epochs"] == 50
     (tmp_path / "cfg.yaml").write_text(first)
-    again = focalmix("fit", "--config", "cfg.yaml", "--print_config", cwd=tmp_path).stdout
-    assert again == first
-    args = [
-        "fit",
-        "--config",
-        "cfg.yaml",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.default_root_dir",
-        "runs",
-        "--trainer.logger",
-        "false",
-        "--checkpoint.dirpath",
-        "runs/ckpt",
-        *QUIET,
-    ]
-    focalmix(*args, cwd=tmp_path)
-    focalmix(*args, cwd=tmp_path)  # config.yaml exists now: must not abort
+    assert _print_config("--config", "cfg.yaml", capsys=capsys) == first
+    args = ["fit", "--config", "cfg.yaml", "--trainer.max_epochs", "1", "--trainer.default_root_dir", "runs"]
+    FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])
+    assert (tmp_path / "runs" / "config.yaml").is_file()
+    FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])  # config.yaml exists: must not abort
 
 
 @pytest.mark.slow
