@@ -12,7 +12,8 @@ from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from sklearn.linear_model import LogisticRegression
 
-from focalmix.data import ArrayDataset, FocalMixDataModule, passthrough_collate
+from focalmix.data import FocalMixDataModule
+from focalmix.datasets import ArrayDataset, passthrough_collate
 
 
 def _frame(n=60, seed=0, labels=("no", "yes"), weights=None):

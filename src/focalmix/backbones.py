@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -74,3 +77,36 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+
+def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequence[int]) -> nn.Module:
+    """The backbone: as given, built from a ``{"class_path", "init_args"}`` dict, or an :class:`MLP`."""
+    if isinstance(backbone, nn.Module):
+        return backbone
+    if isinstance(backbone, dict):  # {"class_path": "pkg.mod.Class", "init_args": {...}}
+        module_name, _, cls_name = backbone["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return cls(**backbone.get("init_args", {}))
+    if num_features is None:
+        raise ValueError(
+            "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the"
+            " data."
+        )
+    return MLP(num_features, hidden_sizes)
+
+
+def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> int:
+    """Output width of ``backbone``: its ``num_features``/``out_features`` attribute, else a dry run."""
+    for attr in ("num_features", "out_features"):
+        if isinstance(getattr(backbone, attr, None), int):
+            return getattr(backbone, attr)
+    if input_shape is None:
+        raise ValueError(
+            f"Cannot tell the output size of {type(backbone).__name__}: give `backbone_features`, or"
+            " `input_shape` for a dry run, or give the backbone a `num_features` attribute."
+        )
+    was_training = backbone.training
+    with torch.no_grad():
+        out = backbone.eval()(torch.zeros(2, *input_shape))
+    backbone.train(was_training)
+    return int(out.reshape(2, -1).shape[1])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Literal
 
@@ -13,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from focalmix import metrics as fm_metrics
-from focalmix.backbones import MLP
+from focalmix.backbones import build_backbone, feature_size
 from focalmix.losses import TASKS, check_alpha, focal_loss
 from focalmix.mixup import mixup, mixup_loss
 
@@ -119,8 +118,8 @@ class FocalMixClassifier(pl.LightningModule):
             num_features = num_features or math.prod(input_shape)
         _validate(locals())
         self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
-        self.backbone = _build_backbone(backbone, num_features, hidden_sizes)
-        width = backbone_features or _feature_size(self.backbone, input_shape)
+        self.backbone = build_backbone(backbone, num_features, hidden_sizes)
+        width = backbone_features or feature_size(self.backbone, input_shape)
         out = 1 if task == "binary" else num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out))
         if freeze_backbone:
@@ -388,37 +387,6 @@ def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
     raise TypeError(
         f"a batch must be a dict with 'x' and 'y' or an (x, y) tuple, got {type(batch).__name__}."
     )
-
-
-def _build_backbone(backbone: Any, num_features: int | None, hidden_sizes: tuple[int, ...]) -> nn.Module:
-    if isinstance(backbone, nn.Module):
-        return backbone
-    if isinstance(backbone, dict):  # {"class_path": "pkg.mod.Class", "init_args": {...}}
-        module_name, _, cls_name = backbone["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module_name), cls_name)
-        return cls(**backbone.get("init_args", {}))
-    if num_features is None:
-        raise ValueError(
-            "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the"
-            " data."
-        )
-    return MLP(num_features, hidden_sizes)
-
-
-def _feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> int:
-    for attr in ("num_features", "out_features"):
-        if isinstance(getattr(backbone, attr, None), int):
-            return getattr(backbone, attr)
-    if input_shape is None:
-        raise ValueError(
-            f"Cannot tell the output size of {type(backbone).__name__}: give `backbone_features`, or"
-            " `input_shape` for a dry run, or give the backbone a `num_features` attribute."
-        )
-    was_training = backbone.training
-    with torch.no_grad():
-        out = backbone.eval()(torch.zeros(2, *input_shape))
-    backbone.train(was_training)
-    return int(out.reshape(2, -1).shape[1])
 
 
 def _validate(args: dict[str, Any]) -> None:
