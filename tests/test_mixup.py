@@ -88,3 +88,25 @@ def test_bad_arguments():
         sample_mixup(0, 0.5)
     with pytest.raises(TypeError, match="floating point inputs"):
         mixup(torch.ones(3, 2, dtype=torch.long), 0.5)
+
+
+@pytest.mark.parametrize(
+    "task, logits, target",
+    [
+        ("binary", torch.randn(12), torch.randint(0, 2, (12,))),
+        ("multiclass", torch.randn(12, 4), torch.randint(0, 4, (12,))),
+        ("multilabel", torch.randn(12, 3), torch.randint(0, 2, (12, 3)).float()),
+    ],
+)
+def test_per_sample_mixup_loss_equals_two_calls(task, logits, target):
+    perm, lam = torch.randperm(12), 0.37
+
+    def crit(a, b, reduction="mean"):
+        return focal_loss(a, b, task=task, label_smoothing=0.1, reduction=reduction)
+
+    x1, x2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    two = mixup_loss(crit, x1, target, lam, perm)
+    one = mixup_loss(lambda a, b: crit(a, b, "none"), x2, target, lam, perm, per_sample=True)
+    two.backward(), one.backward()
+    assert_close(one, two)
+    assert_close(x2.grad, x1.grad)

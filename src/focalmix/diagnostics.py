@@ -137,7 +137,7 @@ def check_thresholds(**thresholds: float) -> dict[str, Any]:
 
 def _not_decreasing(train: list[float], t: dict[str, Any]) -> Finding | None:
     xs = _finite(train)
-    start, end = xs[0], _mean(xs[-t["window"]:])
+    start, end = xs[0], _mean(xs[-t["window"] :])
     decrease = _decrease(start, end)
     if decrease >= t["min_decrease"]:
         return None
@@ -158,8 +158,8 @@ def _overfitting(train: list[float], val: list[float], t: dict[str, Any]) -> Fin
     w = t["window"]
     epochs = [i for i, v in enumerate(val) if math.isfinite(v)]
     # the lowest mean of `window` consecutive validations: the minimum of a noisy curve is biased low
-    first = min(range(len(epochs) - w + 1), key=lambda i: _mean([val[e] for e in epochs[i: i + w]]))
-    best_epochs = epochs[first: first + w]
+    first = min(range(len(epochs) - w + 1), key=lambda i: _mean([val[e] for e in epochs[i : i + w]]))
+    best_epochs = epochs[first : first + w]
     best, end = _mean([val[e] for e in best_epochs]), _mean([val[e] for e in epochs[-w:]])
     rise = end / best - 1 if best > 0 else math.inf
     train_then, train_end = _mean(_finite([train[e] for e in best_epochs])), _mean(_finite(train)[-w:])
@@ -174,8 +174,13 @@ def _overfitting(train: list[float], val: list[float], t: dict[str, Any]) -> Fin
         f" train fewer epochs (--trainer.max_epochs {b + 1}, or a smaller --early_stopping.patience)."
     )
     evidence = {
-        "val_best": best, "val_best_first_epoch": float(a), "val_best_last_epoch": float(b), "val_end": end,
-        "val_rise": rise, "train_at_val_best": train_then, "train_end": train_end,
+        "val_best": best,
+        "val_best_first_epoch": float(a),
+        "val_best_last_epoch": float(b),
+        "val_end": end,
+        "val_rise": rise,
+        "train_at_val_best": train_then,
+        "train_end": train_end,
     }
     return Finding("overfitting", message, evidence)
 
@@ -184,7 +189,7 @@ def _slow_convergence(train: list[float], val: list[float], t: dict[str, Any]) -
     w, lo, hi = t["window"], t["min_decrease"], t["slow_max_decrease"]
     tr, va = _finite(train), _finite(val)
     train_decrease, val_decrease = _decrease(tr[0], _mean(tr[-w:])), _decrease(va[0], _mean(va[-w:]))
-    late = va[len(va) // 2:]
+    late = va[len(va) // 2 :]
     steps = [b - a for a, b in zip(late, late[1:], strict=False)]
     level = abs(_mean(late)) or 1.0
     steady = sum(s <= 1e-3 * level for s in steps) / max(len(steps), 1)
@@ -285,18 +290,21 @@ class TrainingDiagnostics(pl.Callback):
         super().__init__()
         self.train_key, self.val_key = train_key, val_key
         self.thresholds = check_thresholds(
-            window=window, min_epochs=min_epochs, min_decrease=min_decrease,
+            window=window,
+            min_epochs=min_epochs,
+            min_decrease=min_decrease,
             overfit_min_rise=overfit_min_rise,
-            slow_max_decrease=slow_max_decrease, slow_min_steady=slow_min_steady,
+            slow_max_decrease=slow_max_decrease,
+            slow_min_steady=slow_min_steady,
         )
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []
         self.findings: list[Finding] = []
-        self._val_this_epoch = math.nan
+        self._val_this_epoch, self._epoch_open = math.nan, False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_loss, self.val_loss, self.findings = [], [], []
-        self._val_this_epoch = math.nan
+        self._val_this_epoch, self._epoch_open = math.nan, False
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
@@ -304,12 +312,20 @@ class TrainingDiagnostics(pl.Callback):
         if not trainer.sanity_checking:
             self._val_this_epoch = _metric(trainer, self.val_key)
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.train_loss.append(_metric(trainer, self.train_key))
-        self.val_loss.append(self._val_this_epoch)
-        self._val_this_epoch = math.nan
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # An epoch's pair is complete once all its epoch-end hooks ran (FocalMixClassifier logs
+        # `train/loss` in its own on_train_epoch_end, after the callbacks'): record it here or at the end.
+        self._close_epoch(trainer)
+        self._epoch_open = True
+
+    def _close_epoch(self, trainer: pl.Trainer) -> None:
+        if self._epoch_open:
+            self.train_loss.append(_metric(trainer, self.train_key))
+            self.val_loss.append(self._val_this_epoch)
+        self._val_this_epoch, self._epoch_open = math.nan, False
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._close_epoch(trainer)
         self.findings = diagnose(self.train_loss, self.val_loss, **self.thresholds)
         for finding in self.findings:
             rank_zero_info(f"focalmix diagnostics: {finding.message}")

@@ -123,7 +123,12 @@ def _check_arguments(model: FocalMixClassifier, format: str, opset_version: int)
 
 
 def _write(
-    wrapper: nn.Module, example: Tensor, path: Path, format: str, opset: int, meta: dict[str, str],
+    wrapper: nn.Module,
+    example: Tensor,
+    path: Path,
+    format: str,
+    opset: int,
+    meta: dict[str, str],
     check: bool,
 ) -> None:
     # _jit_is_scripting: what LightningModule.to_torchscript/to_onnx use, so that the tracer's attribute
@@ -204,8 +209,14 @@ def _export_onnx(wrapper: nn.Module, example: Tensor, path: Path, opset: int, me
     # dynamo=False: the TorchScript-based exporter, which needs only `onnx` (the torch.export-based one
     # needs `onnxscript` too); it handles this feed-forward graph and its dynamic batch axis exactly.
     torch.onnx.export(
-        wrapper, (example,), str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        wrapper,
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=opset,
+        do_constant_folding=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
         dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
     )
     proto = onnx.load(str(path))
@@ -268,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ckpt_path", required=True, help="the checkpoint, e.g. checkpoints/best.ckpt")
     parser.add_argument("--format", choices=FORMATS, default="onnx", help="output format (default: onnx)")
     parser.add_argument(
-        "--output", default=None,
+        "--output",
+        default=None,
         help="file to write (default: the checkpoint's path with .onnx or .pt as its suffix)",
     )
     return parser

@@ -45,19 +45,21 @@ def sample_beta(alpha: float, generator: torch.Generator | None = None) -> float
 
 
 def _sample_gamma(alpha: float, generator: torch.Generator | None) -> float:
+    # Candidates come from the generator in one call; accept/reject runs on Python floats, ~20x faster
+    # than tensor arithmetic on 8-element tensors.
     boost = 1.0
     if alpha < 1:  # Gamma(a) = Gamma(a + 1) * U ** (1 / a)
-        boost = float(torch.rand((), generator=generator, dtype=torch.float64)) ** (1.0 / alpha)
+        boost = torch.rand((), generator=generator, dtype=torch.float64).item() ** (1.0 / alpha)
         alpha += 1.0
     d = alpha - 1.0 / 3.0
     c = 1.0 / math.sqrt(9.0 * d)
-    while True:  # accepts with probability > 0.95; draw a few candidates per round
-        z = torch.randn(8, generator=generator, dtype=torch.float64)
-        u = torch.rand(8, generator=generator, dtype=torch.float64)
-        v = (1 + c * z) ** 3
-        ok = (v > 0) & (u.log() < 0.5 * z**2 + d - d * v + d * v.clamp_min(1e-300).log())
-        if bool(ok.any()):
-            return d * float(v[ok][0]) * boost
+    while True:  # each candidate is accepted with probability > 0.95
+        uniforms = torch.rand(8, generator=generator, dtype=torch.float64).tolist()
+        normals = torch.randn(8, generator=generator, dtype=torch.float64).tolist()
+        for z, u in zip(normals, uniforms, strict=True):
+            v = (1 + c * z) ** 3
+            if v > 0 and u > 0 and math.log(u) < 0.5 * z * z + d - d * v + d * math.log(v):
+                return d * v * boost
 
 
 def sample_mixup(
@@ -141,6 +143,8 @@ def mixup_loss(
     target: Tensor,
     lam: float,
     perm: Tensor | None,
+    *,
+    per_sample: bool = False,
 ) -> Tensor:
     """Loss of a mixed batch: ``lam * criterion(logits, y) + (1 - lam) * criterion(logits, y[perm])``.
 
@@ -153,6 +157,9 @@ def mixup_loss(
         target: the targets of the unmixed batch.
         lam: the mixing weight that :func:`mixup` returned.
         perm: the permutation that :func:`mixup` returned (None: no mixing).
+        per_sample: ``criterion`` returns unreduced losses (``reduction="none"``); both terms are then
+            computed in one call on the batch stacked twice (half the kernels and autograd nodes) and
+            each term is averaged. Default: False.
 
     Example:
         >>> import torch.nn.functional as F
@@ -161,7 +168,12 @@ def mixup_loss(
         >>> torch.equal(loss, F.cross_entropy(logits, target))
         True
     """
-    loss = criterion(logits, target)
     if perm is None or lam == 1.0:
-        return loss
-    return lam * loss + (1 - lam) * criterion(logits, target[perm.to(target.device, non_blocking=True)])
+        loss = criterion(logits, target)
+        return loss.mean() if per_sample else loss
+    target_perm = target[perm.to(target.device, non_blocking=True)]
+    if per_sample:
+        n = logits.shape[0]
+        both = criterion(torch.cat([logits, logits]), torch.cat([target, target_perm]))
+        return lam * both[:n].mean() + (1 - lam) * both[n:].mean()
+    return lam * criterion(logits, target) + (1 - lam) * criterion(logits, target_perm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal
 
@@ -196,11 +197,19 @@ class FocalMixClassifier(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = _unpack(batch)
         x, lam, perm = mixup(x, self.hparams.mixup_alpha, self._mixup_generator)
-        loss = mixup_loss(self._criterion, self(x), y, lam, perm)
-        self.log(
-            "train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(x), sync_dist=True
-        )
+        per_sample = functools.partial(self._criterion, reduction="none")
+        loss = mixup_loss(per_sample, self(x), y, lam, perm, per_sample=True)
+        # Summed here, logged once per epoch: self.log on every step cost more than the loss itself.
+        self._train_loss_sum += loss.detach() * len(x)
+        self._train_count += len(x)
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum, self._train_count = torch.zeros((), device=self.device), 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._train_count:
+            self.log("train/loss", self._train_loss_sum / self._train_count, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step("val", batch)
