@@ -1,0 +1,469 @@
+"""Training overhead: Lightning + the CLI's callbacks against a hand-written PyTorch loop of the same recipe.
+
+Run: ``python benchmarks/overhead.py`` (about 5 minutes on 2 CPU cores; ``--quick``: a few seconds;
+``--profile``: also cProfile (a) and (b) on the MLP at batch 32 and print where (b)'s extra time goes).
+
+Variants, each over the same rows of the same tensors, on CPU:
+
+* (a)  a hand-written loop doing the recipe (AdamW + OneCycleLR, focal loss + label smoothing + mixup,
+  with ``focalmix.losses.focal_loss`` and ``focalmix.mixup``), the same network, batches by
+  ``index_select`` of a shuffled permutation: the practical limit;
+* (a0) the same loop with the recipe off (plain BCE): what the recipe costs without Lightning;
+* (b)  ``Trainer.fit(FocalMixClassifier(...), FocalMixDataModule.from_arrays(...))`` with the callbacks and
+  logger of ``focalmix fit`` (EarlyStopping, ModelCheckpoint best + last, LearningRateMonitor, the
+  PredictionWriter, TensorBoard) and the TQDM progress bar, whose output (stdout) goes to a file;
+* (b-) (b) without the progress bar;
+* (c)  (b) with the recipe off (``focal_gamma=0, focal_alpha=None, label_smoothing=0, mixup_alpha=0``);
+* (b*) (b) with the package fix this benchmark proposes (see ``LogOncePerEpoch``): ``train/loss`` summed
+  in ``training_step`` and logged once per epoch instead of ``self.log(..., on_epoch=True)`` every step.
+
+How it is measured: a callback stamps the clocks in ``on_train_batch_end`` (the loops stamp after
+``optimizer.step()``); steps/s is the number of steps after the first (warm-up) epoch over the time from
+the last step of the warm-up epoch to the last step, so Trainer start-up is not counted but epoch-end work
+(validation on a tiny split of 64 rows, checkpointing) is. ``in-epoch`` counts only step-to-step gaps
+inside epochs. Median of ``--repeats`` runs, the variants interleaved within each repeat.
+
+The clock is the process's CPU time, with one torch thread (``--threads 1``): on a machine shared with
+other work the wall clock of a 2-thread run swung by +-50% between repeats (OpenMP threads wait for a
+busy core), the CPU clock of a 1-thread run by a few percent. At these sizes a second thread made the
+MLP no faster by the wall clock. The wall-clock rate is printed too.
+
+``--profile`` (on unless ``--no-profile`` or ``--quick``) records (a) and (b) on the MLP at batch 32 with
+py-spy (``pip install py-spy``) and splits their step time by where it is spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from _common import StepClock, cli_callbacks, cli_logger, header, median, quiet_lightning, spread
+from lightning.pytorch import Trainer, seed_everything
+from torch import Tensor, nn
+
+from focalmix import FocalMixClassifier, FocalMixDataModule
+from focalmix.backbones import MLP, SmallCNN
+from focalmix.losses import focal_loss
+from focalmix.mixup import mixup, mixup_loss
+
+VAL_ROWS = 64  # a tiny validation split: epoch ends stay in the measurement but cost little
+RECIPE = dict(focal_gamma=2.0, focal_alpha=0.5, label_smoothing=0.1, mixup_alpha=0.5)  # the defaults
+NO_RECIPE = dict(focal_gamma=0.0, focal_alpha=None, label_smoothing=0.0, mixup_alpha=0.0)
+HP = dict(learning_rate=1e-4, weight_decay=0.01, dropout=0.5)
+
+
+@dataclass
+class Setup:
+    """One network and batch size, with its data: ``steps`` optimizer steps per epoch."""
+
+    name: str
+    batch_size: int
+    steps: int
+    cnn: bool = False
+    x: Tensor = field(init=False, repr=False)
+    y: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        gen = torch.Generator().manual_seed(0)
+        rows = self.batch_size * self.steps + VAL_ROWS
+        shape = (1, 32, 32) if self.cnn else (64,)
+        self.x = torch.randn(rows, *shape, generator=gen) * 3 + 1
+        signal = self.x.flatten(1)[:, :8].sum(1) + torch.randn(rows, generator=gen) * 4
+        self.y = (signal > signal.median()).long()
+
+    def datamodule(self) -> FocalMixDataModule:
+        return FocalMixDataModule.from_arrays(
+            self.x, self.y, batch_size=self.batch_size, val_fraction=VAL_ROWS / len(self.x), seed=0
+        )
+
+    def backbone(self) -> nn.Module:
+        return SmallCNN(in_channels=1) if self.cnn else MLP(64, (256, 256))
+
+
+# ---- (a): the recipe by hand ----------------------------------------------------------------------------
+
+
+def hand_loop(setup: Setup, epochs: int, recipe: bool, clock: StepClock) -> None:
+    """Train ``setup``'s network for ``epochs`` with the recipe written out in plain PyTorch."""
+    dm = setup.datamodule()
+    rows = torch.from_numpy(dm.split_indices["train"])
+    x, y = setup.x[rows].contiguous(), setup.y[rows].float()
+    mean, std = dm.normalization
+    backbone = setup.backbone()
+    head = nn.Sequential(nn.Dropout(HP["dropout"]), nn.Linear(backbone.num_features, 1))
+    net = nn.Sequential(backbone, head).train()
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1]}],
+        lr=HP["learning_rate"],
+        weight_decay=HP["weight_decay"],
+    )
+    optimizer.param_groups[1]["weight_decay"] = 0.0
+    steps_per_epoch = math.ceil(len(x) / setup.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=HP["learning_rate"], total_steps=epochs * steps_per_epoch, pct_start=0.1
+    )
+    hp = RECIPE if recipe else NO_RECIPE
+    generator = torch.Generator().manual_seed(0)
+
+    def criterion(logits: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(
+            logits,
+            target,
+            task="binary",
+            alpha=hp["focal_alpha"],
+            gamma=hp["focal_gamma"],
+            label_smoothing=hp["label_smoothing"],
+        )
+
+    def _hand_epochs() -> None:  # its own frame, so a profile can tell training from set-up
+        for epoch in range(epochs):
+            order = torch.randperm(len(x))
+            for start in range(0, len(x), setup.batch_size):
+                batch_rows = order[start : start + setup.batch_size]
+                xb, yb = torch.index_select(x, 0, batch_rows), torch.index_select(y, 0, batch_rows)
+                if recipe:
+                    xb, lam, perm = mixup(xb, hp["mixup_alpha"], generator)
+                    loss = mixup_loss(criterion, net((xb - mean) / std).squeeze(-1), yb, lam, perm)
+                else:
+                    logits = net((xb - mean) / std).squeeze(-1)
+                    loss = nn.functional.binary_cross_entropy_with_logits(logits, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                clock.tick(epoch)
+
+    _hand_epochs()
+
+
+# ---- (b), (c): Trainer.fit with the CLI's callbacks -----------------------------------------------------
+
+
+def lightning_fit(
+    setup: Setup,
+    epochs: int,
+    recipe: bool,
+    clock: StepClock,
+    progress_bar: bool = True,
+    extra_callbacks: list | None = None,
+    model_class: type[FocalMixClassifier] = FocalMixClassifier,
+    **trainer_kwargs: Any,
+) -> None:
+    """``Trainer.fit`` of ``setup`` as ``focalmix fit`` runs it; the progress bar writes to a file."""
+    dm = setup.datamodule()
+    kwargs: dict[str, Any] = dict(HP, **(RECIPE if recipe else NO_RECIPE))
+    if setup.cnn:
+        kwargs.update(backbone=setup.backbone(), input_shape=dm.input_shape)
+    else:
+        kwargs.update(num_features=dm.num_features, hidden_sizes=(256, 256))
+    model = model_class(task=dm.task, num_classes=dm.num_classes, **kwargs)
+    with tempfile.TemporaryDirectory() as root:
+        defaults: dict[str, Any] = dict(callbacks=cli_callbacks(root), logger=cli_logger(root))
+        defaults.update(trainer_kwargs)
+        trainer = Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_epochs=epochs,
+            min_epochs=math.ceil(0.1 * epochs),  # as the CLI sets it
+            callbacks=[*defaults.pop("callbacks"), clock, *(extra_callbacks or [])],
+            enable_progress_bar=progress_bar,
+            enable_model_summary=False,  # start-up only, not measured
+            default_root_dir=root,
+            **defaults,
+        )
+        with open(Path(root) / "stdout.txt", "w") as out, contextlib.redirect_stdout(out):
+            trainer.fit(model, dm)
+
+
+class LogOncePerEpoch(FocalMixClassifier):
+    """The fix this benchmark proposes for the package, tried without editing it: ``training_step`` is
+    unchanged, but its per-step ``self.log("train/loss", ..., on_epoch=True)`` becomes a running sum of
+    detached tensors, logged once in ``on_train_epoch_end`` (same value, same key, same progress bar).
+    Each ``self.log`` call costs Lightning a ``_ResultMetric.to(device)`` walk over the metric's
+    ``__dict__`` (``apply_to_collection`` with a ``deepcopy``), which is the point of the variant.
+    """
+
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum, self._rows = torch.zeros(()), 0
+
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        if name == "train/loss" and kwargs.get("on_step") is False:
+            self._loss_sum = self._loss_sum + value.detach() * kwargs["batch_size"]
+            self._rows += kwargs["batch_size"]
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
+        if self._rows:
+            super().log("train/loss", self._loss_sum / self._rows, prog_bar=True, sync_dist=True)
+
+
+VARIANTS: dict[str, tuple[str, Callable[[Setup, int, StepClock], None]]] = {
+    "a": ("(a)  hand-written loop, recipe", lambda s, e, c: hand_loop(s, e, True, c)),
+    "a0": ("(a0) hand-written loop, recipe off", lambda s, e, c: hand_loop(s, e, False, c)),
+    "b": ("(b)  Trainer + CLI callbacks, recipe", lambda s, e, c: lightning_fit(s, e, True, c)),
+    "b-": ("(b-) (b) without progress bar", lambda s, e, c: lightning_fit(s, e, True, c, False)),
+    "c": ("(c)  (b) with the recipe off", lambda s, e, c: lightning_fit(s, e, False, c)),
+    "b*": (
+        "(b*) (b), train/loss logged per epoch",
+        lambda s, e, c: lightning_fit(s, e, True, c, model_class=LogOncePerEpoch),
+    ),
+}
+
+
+def measure(setups: list[Setup], variants: dict, epochs: int, repeats: int) -> dict[tuple[str, str], dict]:
+    """Median steps/s of every (setup, variant), the variants interleaved within each repeat."""
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for setup in setups:
+        for rep in range(repeats):
+            for key, (_, run) in variants.items():
+                seed_everything(rep, verbose=False)
+                clock = StepClock()
+                run(setup, epochs, clock)
+                rates = {
+                    "rate": clock.steps_per_second(),
+                    "in_epoch": clock.in_epoch_steps_per_second(),
+                    "wall": clock.steps_per_second(clock="wall"),
+                }
+                runs.setdefault((setup.name, key), []).append(rates)
+    out = {k: {name: median([r[name] for r in v]) for name in v[0]} for k, v in runs.items()}
+    for k, v in runs.items():
+        out[k]["spread"] = spread([r["rate"] for r in v])
+    return out
+
+
+def print_table(setups: list[Setup], variants: dict, results: dict) -> None:
+    print(
+        f"| {'setup':<27} | {'variant':<37} | {'steps/s':>7} | {'±':>4} | {'in-epoch':>8} "
+        f"| {'wall':>5} | {'samples/s':>9} | {'vs (a)':>6} |"
+    )
+    print(f"|{'-' * 29}|{'-' * 39}|{'-' * 8}:|{'-' * 5}:|{'-' * 9}:|{'-' * 6}:|{'-' * 10}:|{'-' * 7}:|")
+    for setup in setups:
+        base = results[(setup.name, "a")]["rate"]
+        for key, (label, _) in variants.items():
+            r = results[(setup.name, key)]
+            print(
+                f"| {setup.name:<27} | {label:<37} | {r['rate']:>7.0f} | {r['spread']:>4.0%} "
+                f"| {r['in_epoch']:>8.0f} | {r['wall']:>5.0f} | {r['rate'] * setup.batch_size:>9,.0f} "
+                f"| {r['rate'] / base:>6.2f} |"
+            )
+    print()
+    print(
+        f"| {'setup':<27} | (b)/(a) | (b)/(c) | (b-)/(a) | (c)/(a0) | (b*)/(a) "
+        "| goals: (b)/(a) >= 0.85*, (b)/(c) >= 0.95 |"
+    )
+    print(f"|{'-' * 29}|{'-' * 8}:|{'-' * 8}:|{'-' * 9}:|{'-' * 9}:|{'-' * 9}:|{'-' * 42}|")
+    for setup in setups:
+        r = {k: results[(setup.name, k)]["rate"] for k in variants}
+        b_a, b_c = r["b"] / r["a"], r["b"] / r["c"]
+        goal_a = 0.85 if setup.batch_size == 32 or setup.cnn else None
+        verdict = [
+            f"(b)/(a) {'met' if b_a >= 0.85 else 'NOT met'}" if goal_a else "(b)/(a) no goal",
+            f"(b)/(c) {'met' if b_c >= 0.95 else 'NOT met'}",
+        ]
+        print(
+            f"| {setup.name:<27} | {b_a:>7.2f} | {b_c:>7.2f} | {r['b-'] / r['a']:>8.2f} "
+            f"| {r['c'] / r['a0']:>8.2f} | {r['b*'] / r['a']:>8.2f} | {', '.join(verdict):<40} |"
+        )
+    print("* goal (b)/(a): >= 0.85 for the MLP at batch 32, higher for the CNN; none set at batch 256.")
+
+
+# ---- profile: where (b)'s extra time goes -------------------------------------------------------------
+
+# (label, frame function name, path fragment, check lines only): a sample counts for a probe when a frame
+# of its stack matches; shares times the measured step time give microseconds per step.
+PROBES = [
+    ("network forward", "Sequential.forward", "torch/nn", False),
+    ("mixup: Beta sample + permutation + mix", "mixup", "focalmix/mixup.py", False),
+    ("focal_loss (2 calls under mixup)", "focal_loss", "focalmix/losses.py", False),
+    ("  of which value checks (target, alpha)", "", "focalmix/losses.py", True),
+    ("backward", "Tensor.backward", "torch/_tensor.py", False),
+    ("AdamW update", "adam", "torch/optim/adam.py", False),
+    ("zero_grad", "Optimizer.zero_grad", "torch/optim/optimizer.py", False),
+    ("OneCycleLR.step", "LRScheduler.step", "torch/optim/lr_scheduler.py", False),
+    ("self.log('train/loss', ...) in training_step", "LightningModule.log", "core/module.py", False),
+    ("fetch batch (DataLoader, fetcher)", "__next__", "loops/fetchers.py", False),
+    ("batch_to_device", "Strategy.batch_to_device", "strategies/strategy.py", False),
+    ("callback hooks, all (per step + per epoch)", "_call_callback_hooks", "trainer/call.py", False),
+    ("  TQDMProgressBar", "TQDMProgressBar.", "progress/tqdm_progress.py", False),
+    ("  LearningRateMonitor", "LearningRateMonitor.", "callbacks/lr_monitor.py", False),
+    ("  ModelCheckpoint (incl. saving)", "ModelCheckpoint.", "callbacks/model_checkpoint.py", False),
+    ("  EarlyStopping", "EarlyStopping.", "callbacks/early_stopping.py", False),
+    ("  StepClock (this benchmark)", "StepClock.", "_common.py", False),
+    ("logger connector (metrics bookkeeping)", "_LoggerConnector.", "logger_connector.py", False),
+    ("validation loop (64 rows, per epoch)", "_EvaluationLoop.run", "loops/evaluation_loop.py", False),
+]
+_ROOTS = {"a": "_hand_epochs", "b": "_FitLoop.run"}  # frames that hold the training, not the set-up
+
+
+def _check_lines() -> set[int]:
+    """Lines of focalmix/losses.py that check tensor values (``bool(...)`` or ``_check(...)``)."""
+    import inspect
+    import re
+
+    import focalmix.losses
+
+    lines = inspect.getsource(focalmix.losses).splitlines()
+    return {i for i, text in enumerate(lines, 1) if re.search(r"bool\(\(|\b_check\(|_sigmoid_alpha\(", text)}
+
+
+def _attribute(raw: str, root: str) -> tuple[int, dict[str, int]]:
+    """Samples under ``root`` in a py-spy ``--format raw`` file, and per probe (inclusive, once a stack)."""
+    import re
+
+    frame_re = re.compile(r"^(.*) \((.*):(\d+)\)$")
+    check_lines, total, hits = _check_lines(), 0, {label: 0 for label, *_ in PROBES}
+    hits["not in a probe: loop code, hook dispatch, ..."] = 0
+    for line in Path(raw).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [m.groups() for f in stack.split(";") if (m := frame_re.match(f))]
+        roots = [i for i, (func, _, _) in enumerate(frames) if func.endswith(root)]
+        if not roots:
+            continue
+        total += int(count)
+        matched = False
+        for label, func, path, checks in PROBES:
+            if any(
+                path in file and _matches(name, lineno, func, checks, check_lines)
+                for name, file, lineno in frames[roots[-1] + 1 :]
+            ):
+                hits[label] += int(count)
+                matched = matched or not label.startswith(" ")
+        if not matched:
+            hits["not in a probe: loop code, hook dispatch, ..."] += int(count)
+    return total, hits
+
+
+def _matches(name: str, lineno: str, func: str, checks: bool, check_lines: set[int]) -> bool:
+    if checks:
+        return int(lineno) in check_lines
+    if func.endswith("."):  # any method of a class
+        return name.startswith(func)
+    return name == func or name.endswith("." + func)
+
+
+def profile(epochs: int, steps: int, threads: int, step_us: dict[str, float]) -> None:
+    """py-spy (a) and (b) on the MLP at batch 32, each in a child process; print µs per step by cause.
+
+    ``step_us`` holds the unprofiled step times of (a) and (b) from :func:`measure`: py-spy pauses the
+    process at each sample, which slows it evenly, so its shares are kept and its clock is not.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        print("the profile needs py-spy: pip install py-spy")
+        return
+    shares = {}
+    for key in ("a", "b"):
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = str(Path(tmp) / "profile.txt")
+            child = [
+                "--profile-child",
+                key,
+                "--epochs",
+                str(epochs),
+                "--steps",
+                str(steps),
+                "--threads",
+                str(threads),
+            ]
+            cmd = [
+                spy,
+                "record",
+                "-r",
+                "200",
+                "--format",
+                "raw",
+                "-o",
+                raw,
+                "--",
+                sys.executable,
+                __file__,
+                *child,
+            ]
+            subprocess.run(cmd, capture_output=True, text=True, check=True)
+            total, hits = _attribute(raw, _ROOTS[key])
+        shares[key] = {label: n / total for label, n in hits.items()}
+    print(
+        f"py-spy record (200 Hz), MLP at batch 32, {epochs} epochs of {steps} steps, training loop only "
+        "(Trainer and datamodule set-up excluded). µs per step = share of the samples x the step time "
+        "measured above (CPU clock). A sample counts for every probe on its stack; indented rows are parts "
+        "of the row above."
+    )
+    print(f"| {'where':<47} | {'(a) µs/step':>11} | {'(b) µs/step':>11} | {'(b) - (a)':>9} |")
+    print(f"|{'-' * 49}|{'-' * 12}:|{'-' * 12}:|{'-' * 10}:|")
+    print(
+        f"| {'step total':<47} | {step_us['a']:>11.0f} | {step_us['b']:>11.0f} "
+        f"| {step_us['b'] - step_us['a']:>9.0f} |"
+    )
+    for label in shares["b"]:
+        a, b = shares["a"][label] * step_us["a"], shares["b"][label] * step_us["b"]
+        print(f"| {label:<47} | {a:>11.0f} | {b:>11.0f} | {b - a:>9.0f} |")
+
+
+def _profile_child(key: str, epochs: int, steps: int) -> None:
+    quiet_lightning()
+    seed_everything(0, verbose=False)
+    clock = StepClock()
+    setup = Setup("MLP 64-256-256-1, batch 32", 32, steps)
+    (hand_loop if key == "a" else lightning_fit)(setup, epochs, True, clock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds, no profile")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is kept")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of (a) and (b)")
+    parser.add_argument("--profile-child", choices=["a", "b"], help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=150, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.profile_child:
+        _profile_child(args.profile_child, args.epochs, args.steps)
+        return
+    quiet_lightning()
+    print(header("focalmix training overhead: Lightning + CLI callbacks vs a hand-written loop (CPU)"))
+    steps = {"mlp32": 150, "mlp256": 60, "cnn32": 40}
+    if args.quick:
+        args.repeats, args.epochs, args.no_profile, steps = 1, 2, True, {k: 10 for k in steps}
+    setups = [
+        Setup("MLP 64-256-256-1, batch 32", 32, steps["mlp32"]),
+        Setup("MLP 64-256-256-1, batch 256", 256, steps["mlp256"]),
+        Setup("SmallCNN 1x32x32, batch 32", 32, steps["cnn32"], cnn=True),
+    ]
+    if args.quick:  # one MLP and the CNN: every code path, few fits
+        setups = [setups[0], setups[2]]
+    print(
+        f"{args.repeats} repeats x {args.epochs} epochs (first = warm-up) per variant; steps per epoch: "
+        + ", ".join(f"{s.name}: {s.steps}" for s in setups)
+        + f"; validation: {VAL_ROWS} rows per epoch.\n"
+        "steps/s: optimizer steps after the warm-up epoch / CPU time of the process from the warm-up's "
+        "last step to the last step, stamped in on_train_batch_end (Trainer start-up excluded, epoch ends "
+        "included); in-epoch: step-to-step gaps within epochs only; wall: the same by the wall clock; "
+        "±: half the min-max range of the repeats; vs (a): steps/s over (a)'s.\n"
+    )
+    results = measure(setups, VARIANTS, args.epochs, args.repeats)
+    print_table(setups, VARIANTS, results)
+    if not args.no_profile:
+        print()
+        mlp32 = setups[0].name
+        step_us = {k: 1e6 / results[(mlp32, k)]["rate"] for k in ("a", "b")}
+        profile(6, steps["mlp32"], args.threads, step_us)
+
+
+if __name__ == "__main__":
+    main()
