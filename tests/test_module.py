@@ -22,7 +22,7 @@ def _loaders(n=96, features=6, task="binary", num_classes=2, batch_size=16, seed
     if task == "binary":
         y = (x[:, 0] + 0.3 * torch.randn(n, generator=g) > 0).float()
     elif task == "multiclass":
-        y = torch.bucketize(x[:, 0], torch.linspace(-1, 1, num_classes - 1))
+        y = torch.bucketize(x[:, 0].contiguous(), torch.linspace(-1, 1, num_classes - 1))
     else:
         y = (x[:, :num_classes] > 0).float()
     ds = TensorDataset(x, y)
@@ -216,6 +216,7 @@ def test_lr_scaling_uses_the_effective_batch(tmp_path):
     trainer.fit(model, _loaders(batch_size=16)[0])
     peak = trainer.optimizers[0].param_groups[0]["max_lr"]
     assert peak == pytest.approx(1e-3 * 16 * 2 / 8)
+    assert model._effective == {"effective_batch_size": 32.0, "effective_peak_lr": pytest.approx(peak)}
 
 
 BAD_ARGS = [

@@ -310,6 +310,8 @@ class FocalMixClassifier(pl.LightningModule):
                 " stretched: resume with the settings of the original run, or start a new fit from the"
                 " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
             )
+        for logger in self.loggers:  # the effective batch and peak lr, next to the metrics
+            logger.log_metrics(getattr(self, "_effective", {}), step=self.global_step)
         seed = hash((torch.initial_seed(), self.global_rank, self.global_step)) % 2**63
         self._mixup_generator = torch.Generator().manual_seed(seed)  # distinct per rank, reproducible
 
@@ -346,6 +348,7 @@ class FocalMixClassifier(pl.LightningModule):
             f"focalmix: effective batch size {batch or 'unknown'}, peak learning rate {lr:.3g} "
             f"(lr_scaling={hp.lr_scaling}), {int(total)} optimizer steps"
         )
+        self._effective = {"effective_batch_size": float(batch or 0), "effective_peak_lr": lr}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _effective_lr(self) -> tuple[float, int | None]:
