@@ -123,16 +123,6 @@ RECORDED_HEALTHY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine their spin-waits made
-    # the fits below 10x slower (25 s instead of 2 s).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _curve(n, start, floor, tau, noise, seed):
     """Exponential decay from `start` to `floor` with time constant `tau`, times (1 + noise * N(0, 1))."""
     g = torch.Generator().manual_seed(seed)

@@ -26,15 +26,6 @@ FEATURES = 5
 CNN = {"class_path": "focalmix.backbones.SmallCNN", "init_args": {"in_channels": 2, "width": 4}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from intra-op threads; on a busy 2-core machine their spin-waits cost 10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(task="binary", num_classes=2, seed=0, **kwargs):
     """A fresh model with standardization far from identity, so that leaving it out would show."""
     torch.manual_seed(seed)
