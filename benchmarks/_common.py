@@ -31,6 +31,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from focalmix.callbacks import PredictionWriter
+from focalmix.diagnostics import TrainingDiagnostics
 
 
 def cpu_model() -> str:
@@ -75,11 +76,11 @@ def cli_callbacks(root: str | Path) -> list[Callback]:
     root = Path(root)
     return [
         EarlyStopping(monitor="val/loss", mode="min", patience=8),
-        ModelCheckpoint(
-            dirpath=root / "checkpoints", monitor="val/loss", mode="min", save_last=True, filename="best"
-        ),
+        ModelCheckpoint(dirpath=root / "checkpoints", monitor="val/loss", mode="min", filename="best"),
+        ModelCheckpoint(dirpath=root / "checkpoints", filename="last", enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         PredictionWriter(root / "predictions.csv"),
+        TrainingDiagnostics(),
     ]
 
 
