@@ -38,6 +38,14 @@ class FocalMixCLI(LightningCLI):
         kwargs.setdefault("trainer_defaults", {"max_epochs": 100})
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault(
+            "parser_kwargs",
+            {
+                "description": "focalmix: focal loss, label smoothing and mixup for imbalanced classifiers."
+                " Subcommands fit, validate, test, predict (each with --help); `focalmix export --help`"
+                " exports a checkpoint to ONNX or TorchScript."
+            },
+        )
         super().__init__(FocalMixClassifier, FocalMixDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
