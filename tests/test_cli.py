@@ -226,3 +226,14 @@ def test_lr_find_sets_the_onecycle_peak(tmp_path, capsys):
     lr = cli.model.hparams.learning_rate
     assert lr != 0.0001 and "from the range test" in capsys.readouterr().out
     assert cli.trainer.optimizers[0].param_groups[0]["max_lr"] == pytest.approx(lr)
+
+
+def test_multilabel_target_list_from_the_command_line(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(120, 3)), columns=["p", "q", "r"])
+    for name, col in (("a", "p"), ("b", "q"), ("c", "r")):
+        frame[name] = (frame[col] > 0).astype(int)
+    frame.to_csv(tmp_path / "ml.csv", index=False)
+    cli = parse("--data.source", str(tmp_path / "ml.csv"), "--data.target", "[a, b, c]")
+    assert (cli.model.hparams.task, cli.model.hparams.num_classes) == ("multilabel", 3)
+    assert cli.model.hparams.class_names == ["a", "b", "c"] and cli.model.hparams.num_features == 3

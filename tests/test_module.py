@@ -286,3 +286,11 @@ def test_auto_alpha_is_resolved_from_the_training_split(tmp_path, source, kwargs
     else:
         expected = counts.sum() / (len(counts) * counts)
     assert_close(model.alpha_weights, expected)
+
+
+def test_a_warmup_of_exactly_one_step_does_not_divide_by_zero(tmp_path):
+    # 0.1 x 10 steps: torch's OneCycleLR would compute 0 / 0 at the first step
+    model = FocalMixClassifier(num_features=6, warmup_pct=0.1)
+    trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0)
+    trainer.fit(model, _loaders()[0])
+    assert trainer.global_step == 10

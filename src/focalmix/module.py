@@ -332,11 +332,14 @@ class FocalMixClassifier(pl.LightningModule):
             lr=lr,
             weight_decay=hp.weight_decay,
         )
+        # torch's OneCycleLR divides 0 by 0 when warmup_pct * total_steps is exactly 1 (e.g. 0.1 of 10
+        # steps): warm up over 2 steps then.
+        pct_start = 2 / total if hp.warmup_pct * total == 1 else hp.warmup_pct
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=lr,
             total_steps=int(total),
-            pct_start=hp.warmup_pct,
+            pct_start=pct_start,
             anneal_strategy=hp.anneal_strategy,
             cycle_momentum=hp.cycle_momentum,
             base_momentum=hp.base_momentum,
