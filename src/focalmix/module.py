@@ -131,6 +131,8 @@ class FocalMixClassifier(pl.LightningModule):
         weights = focal_alpha if isinstance(focal_alpha, list | tuple) else []
         self.register_buffer("alpha_weights", torch.tensor(weights, dtype=torch.float32))
         self.register_buffer("threshold", torch.tensor(0.5))
+        # the thresholds searched on validation; built once, moved with the model, not saved
+        self.register_buffer("_val_grid", torch.linspace(0, 1, _GRID), persistent=False)
         self._mixup_generator: torch.Generator | None = None
         for stage in ("val", "test"):
             self.add_module(f"{stage}_loss", torchmetrics.MeanMetric())
@@ -154,7 +156,10 @@ class FocalMixClassifier(pl.LightningModule):
 
     def predict_proba(self, x: Tensor) -> Tensor:
         """Probabilities: (B,) of the positive class for binary, (B, C) otherwise."""
-        logits = self(x).float()
+        return self._to_probs(self(x))
+
+    def _to_probs(self, logits: Tensor) -> Tensor:
+        logits = logits.float()
         return logits.softmax(-1) if self.hparams.task == "multiclass" else logits.sigmoid()
 
     def train(self, mode: bool = True) -> FocalMixClassifier:
@@ -225,17 +230,14 @@ class FocalMixClassifier(pl.LightningModule):
         x, y = _unpack(batch)
         logits = self(x)
         getattr(self, f"{stage}_loss").update(self._criterion(logits, y, reduction="none"))
-        probs = logits.float().softmax(-1) if self.hparams.task == "multiclass" else logits.float().sigmoid()
+        probs = self._to_probs(logits)
         target = y.long() if self.hparams.task != "multiclass" or y.ndim == 1 else y.argmax(-1)
         getattr(self, f"{stage}_prob_metrics").update(probs, target)
         if self.hparams.task == "binary":
-            grid = self._grid(stage).to(probs.device)
+            grid = self._val_grid if stage == "val" else self.threshold.view(1)
             getattr(self, f"{stage}_threshold_stats").update(probs, target, grid)
         else:
             getattr(self, f"{stage}_label_metrics").update(probs, target)
-
-    def _grid(self, stage: str) -> Tensor:
-        return torch.linspace(0, 1, _GRID) if stage == "val" else self.threshold.view(1)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
@@ -263,7 +265,7 @@ class FocalMixClassifier(pl.LightningModule):
         stats = getattr(self, f"{stage}_threshold_stats").compute()
         idx = 0
         if stage == "val":
-            grid = self._grid("val").to(self.threshold.device)
+            grid = self._val_grid
             if self._calibrating():
                 idx = fm_metrics.choose_threshold(
                     stats, grid, self.hparams.threshold_metric, self.hparams.max_fpr
