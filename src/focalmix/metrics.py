@@ -1,47 +1,42 @@
-"""Evaluation metrics per task, all torchmetrics objects so that DDP syncs their states, not their means."""
+"""Evaluation metrics per task, computed once per epoch from every validation/test row.
+
+The module gathers the epoch's logits and targets with torchmetrics' ``CatMetric`` (so under DDP every
+rank holds every row exactly once), fits the post-hoc calibration on them, and then calls
+:func:`epoch_metrics` here: AUROC, AP, ECE (calibrated and not), Brier score and, for binary tasks, the
+confusion rates at the decision threshold. Everything torchmetrics has comes from torchmetrics'
+functional API; what it lacks (the Brier score, counts on a threshold grid) is a few lines below.
+"""
 
 from __future__ import annotations
 
 import torch
-import torchmetrics
 from torch import Tensor
-from torchmetrics import classification as tmc
+from torchmetrics.functional import classification as tmf
+
+ECE_BINS = 15  # Guo et al. 2017's reliability diagrams use 15 bins
 
 
-class BinaryThresholdStats(torchmetrics.Metric):
-    """Confusion counts of a binary classifier at several thresholds at once, summed over DDP ranks.
+def threshold_counts(probs: Tensor, target: Tensor, thresholds: Tensor) -> dict[str, Tensor]:
+    """Confusion counts (K,) of tp, fp, tn, fn at each of K thresholds (predict positive at ``p >= t``).
 
     torchmetrics' curves give precision/recall or FPR/TPR, each on its own threshold grid; choosing a
-    threshold by F1 or by a target FPR and then reporting precision, recall, F1, FPR and accuracy at it
-    needs all four counts on one grid, which this keeps: (K,) counts of tp, fp, tn, fn.
+    threshold by F1 or by a target FPR and then reporting every rate at it needs all four counts on
+    one grid.
 
     Example:
-        >>> m = BinaryThresholdStats(num_thresholds=3)
-        >>> m.update(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]), torch.tensor([0.0, 0.5, 1.0]))
-        >>> m.compute()["tp"].tolist()
-        [1.0, 1.0, 0.0]
+        >>> grid = torch.tensor([0.0, 0.5, 1.0])
+        >>> c = threshold_counts(torch.tensor([0.2, 0.8]), torch.tensor([0, 1]), grid)
+        >>> c["tp"].tolist(), c["fp"].tolist()
+        ([1.0, 1.0, 0.0], [1.0, 0.0, 0.0])
     """
-
-    full_state_update = False
-
-    def __init__(self, num_thresholds: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        for name in ("tp", "fp", "tn", "fn"):
-            self.add_state(
-                name, default=torch.zeros(num_thresholds, dtype=torch.float64), dist_reduce_fx="sum"
-            )
-
-    def update(self, probs: Tensor, target: Tensor, thresholds: Tensor) -> None:
-        pred = probs.reshape(-1, 1) >= thresholds.to(probs)  # (N, K)
-        pos = target.reshape(-1, 1) > 0.5
-        self.tp += (pred & pos).sum(0)
-        self.fp += (pred & ~pos).sum(0)
-        self.tn += (~pred & ~pos).sum(0)
-        self.fn += (~pred & pos).sum(0)
-
-    def compute(self) -> dict[str, Tensor]:
-        # torchmetrics squeezes one-element results; keep (K,) for K = 1 too
-        return {name: getattr(self, name).reshape(-1) for name in ("tp", "fp", "tn", "fn")}
+    pred = probs.reshape(-1, 1) >= thresholds.to(probs)  # (N, K)
+    pos = target.reshape(-1, 1) > 0.5
+    return {
+        "tp": (pred & pos).sum(0).double(),
+        "fp": (pred & ~pos).sum(0).double(),
+        "tn": (~pred & ~pos).sum(0).double(),
+        "fn": (~pred & pos).sum(0).double(),
+    }
 
 
 def rates(stats: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -75,38 +70,72 @@ def choose_threshold(stats: dict[str, Tensor], thresholds: Tensor, rule: str, ma
     return int(best[len(best) // 2])
 
 
-def probability_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
-    """AUROC, average precision and expected calibration error (where torchmetrics has one) for ``task``."""
-    if task == "binary":
-        metrics = {
-            "auroc": tmc.BinaryAUROC(),
-            "ap": tmc.BinaryAveragePrecision(),
-            "ece": tmc.BinaryCalibrationError(),
-        }
-    elif task == "multiclass":
-        metrics = {
-            "auroc": tmc.MulticlassAUROC(num_classes, average="macro"),
-            "ap": tmc.MulticlassAveragePrecision(num_classes, average="macro"),
-            "ece": tmc.MulticlassCalibrationError(num_classes),
-        }
-    else:
-        metrics = {
-            "auroc": tmc.MultilabelAUROC(num_classes, average="macro"),
-            "ap": tmc.MultilabelAveragePrecision(num_classes, average="macro"),
-        }
-    return torchmetrics.MetricCollection(metrics)
+def brier_score(probs: Tensor, target: Tensor, task: str) -> Tensor:
+    """Mean squared error of the probabilities (torchmetrics has no Brier score).
 
-
-def label_metrics(task: str, num_classes: int) -> torchmetrics.MetricCollection:
-    """Accuracy and macro F1 of argmax (multiclass) or 0.5-thresholded (multilabel) predictions."""
+    Binary: ``mean((p - y)^2)``, scikit-learn's ``brier_score_loss``. Multiclass: the original
+    multi-category score, ``mean_i sum_c (p_ic - [y_i = c])^2``. Multilabel: the binary score averaged
+    over every label of every row.
+    """
     if task == "multiclass":
-        metrics = {
-            "acc": tmc.MulticlassAccuracy(num_classes, average="micro"),
-            "f1": tmc.MulticlassF1Score(num_classes, average="macro"),
+        onehot = torch.nn.functional.one_hot(target.long(), probs.shape[-1]).to(probs)
+        return ((probs - onehot) ** 2).sum(-1).mean()
+    return ((probs - target.to(probs)) ** 2).mean()
+
+
+def calibration_error(probs: Tensor, target: Tensor, task: str, num_classes: int) -> Tensor:
+    """Expected calibration error (15 bins, l1) from torchmetrics; multilabel: the mean over labels."""
+    if task == "binary":
+        return tmf.binary_calibration_error(probs, target.long(), n_bins=ECE_BINS)
+    if task == "multiclass":
+        return tmf.multiclass_calibration_error(probs, target.long(), num_classes, n_bins=ECE_BINS)
+    per_label = [
+        tmf.binary_calibration_error(probs[:, c].contiguous(), target[:, c].long(), n_bins=ECE_BINS)
+        for c in range(num_classes)
+    ]
+    return torch.stack(per_label).mean()
+
+
+def ranking_metrics(probs: Tensor, target: Tensor, task: str, num_classes: int) -> dict[str, Tensor]:
+    """AUROC and average precision (macro over classes/labels) from torchmetrics."""
+    t = target.long()
+    if task == "binary":
+        return {"auroc": tmf.binary_auroc(probs, t), "ap": tmf.binary_average_precision(probs, t)}
+    if task == "multiclass":
+        return {
+            "auroc": tmf.multiclass_auroc(probs, t, num_classes, average="macro"),
+            "ap": tmf.multiclass_average_precision(probs, t, num_classes, average="macro"),
+            "acc": tmf.multiclass_accuracy(probs, t, num_classes, average="micro"),
+            "f1": tmf.multiclass_f1_score(probs, t, num_classes, average="macro"),
         }
-    else:
-        metrics = {
-            "acc": tmc.MultilabelAccuracy(num_classes, average="micro"),
-            "f1": tmc.MultilabelF1Score(num_classes, average="macro"),
-        }
-    return torchmetrics.MetricCollection(metrics)
+    return {
+        "auroc": tmf.multilabel_auroc(probs, t, num_classes, average="macro"),
+        "ap": tmf.multilabel_average_precision(probs, t, num_classes, average="macro"),
+        "acc": tmf.multilabel_accuracy(probs, t, num_classes, average="micro"),
+        "f1": tmf.multilabel_f1_score(probs, t, num_classes, average="macro"),
+    }
+
+
+def epoch_metrics(
+    probs: Tensor, probs_uncalibrated: Tensor, target: Tensor, task: str, num_classes: int
+) -> dict[str, Tensor]:
+    """Every probability metric of one epoch: ranking, ECE before/after calibration and Brier score.
+
+    Args:
+        probs: calibrated probabilities, (N,) binary or (N, C).
+        probs_uncalibrated: the same rows before calibration.
+        target: (N,) 0/1 or class indices, or (N, C) 0/1 for multilabel.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        num_classes: classes (binary: 2) or labels.
+
+    Example:
+        >>> p = torch.tensor([0.1, 0.4, 0.35, 0.8])
+        >>> m = epoch_metrics(p, p, torch.tensor([0, 0, 1, 1]), "binary", 2)
+        >>> round(m["auroc"].item(), 2), round(m["brier"].item(), 4)
+        (0.75, 0.1581)
+    """
+    out = ranking_metrics(probs, target, task, num_classes)
+    out["ece"] = calibration_error(probs, target, task, num_classes)
+    out["ece_uncalibrated"] = calibration_error(probs_uncalibrated, target, task, num_classes)
+    out["brier"] = brier_score(probs, target, task)
+    return out
