@@ -197,10 +197,35 @@ def checkpoint(tmp_path_factory):
 def test_cli_exports_onnx_that_matches_the_checkpoint(checkpoint, tmp_path, capsys):
     out = tmp_path / "served" / "model.onnx"
     main(["--ckpt_path", str(checkpoint), "--format", "onnx", "--output", str(out)])
-    assert capsys.readouterr().out.strip() == f"focalmix: exported onnx model to {out}"
+    sidecar = out.with_name("model.onnx.json")
+    assert capsys.readouterr().out.strip() == f"focalmix: exported onnx model to {out} (metadata: {sidecar})"
     loaded = FocalMixClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
     x = _raw(6, seed=4)
     assert_close(_run_onnx(out, x), _expected(loaded, x), atol=1e-5, rtol=1e-4)
+    # the sidecar holds what the ONNX file's metadata holds, as JSON values
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    side = json.loads(sidecar.read_text())
+    assert side["class_names"] == json.loads(props["class_names"]) == ["a", "b", "c"]
+    assert side["calibration"] == json.loads(props["calibration"])
+    assert side["calibration"]["method"] == "temperature"
+    assert not [p for p in out.parent.iterdir() if p.suffix == ".tmp"]  # nothing half-written left
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("task, num_classes", [("binary", 2), ("multiclass", 3), ("multilabel", 3)])
+def test_export_outputs_calibrated_probabilities(tmp_path, fmt, task, num_classes):
+    model = _model(task, num_classes).eval()
+    # a calibration far from identity, so an export that skipped it would differ
+    model.calibration_scale.fill_(0.3)
+    if task != "multiclass":
+        model.calibration_bias.fill_(-1.5)
+    path = export(model, tmp_path / f"m.{fmt}", fmt)
+    x = _raw(7, seed=3)
+    with torch.no_grad():
+        calibrated, raw = model.predict_proba(x), model.predict_proba(x, calibrated=False)
+    got = RUNNERS[fmt](path, x)
+    assert_close(got, calibrated, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got, raw, atol=1e-3)
 
 
 def test_focalmix_export_command_defaults_to_the_checkpoint_name(checkpoint, capsys):

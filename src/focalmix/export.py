@@ -1,11 +1,19 @@
 """Export a trained :class:`~focalmix.FocalMixClassifier` for serving: raw features in, probabilities out.
 
 Two formats: ONNX (run it with onnxruntime, no torch needed) and TorchScript (``torch.jit.load``). Either
-file takes a float tensor of raw, unstandardized samples (B, *input_shape), B free, and returns what
-:meth:`~focalmix.FocalMixClassifier.predict_proba` returns: (B,) positive-class probabilities for binary
-tasks, (B, C) otherwise. The standardization statistics are inside the model, so nothing else is needed.
-The task, class names, input shape and the calibrated binary ``threshold`` are stored with the file
-(ONNX ``metadata_props``; TorchScript extra file ``focalmix.json``) for the serving side to read.
+file takes a float32 tensor of raw samples (B, *input_shape), B free, and returns what
+:meth:`~focalmix.FocalMixClassifier.predict_proba` returns: calibrated (B,) positive-class probabilities
+for binary tasks, (B, C) otherwise. Standardization, the calibration and, for tables, the imputation of
+missing values (NaN in) and the one-hot encoding of categories are inside the graph.
+
+For a table the input is one float column per feature, in the order of ``feature_names``: numeric
+columns as their raw values (NaN allowed where training imputed), categorical columns as the code of
+the category, ``1 + its position`` in that column's ``categories`` list, 0 for a category never seen in
+training (strings cannot enter an ONNX float tensor, so this lookup is the caller's one step). The task,
+class names, feature names and their codes, the decision ``threshold`` and the calibration are stored
+with the file (ONNX ``metadata_props`` and the input's ``doc_string``; TorchScript extra file
+``focalmix.json``) and in a JSON sidecar ``<file>.json``. Files are written to a temporary name and
+renamed into place, so a crash never leaves half a model under the final name.
 
 Command line: ``focalmix export --ckpt_path best.ckpt [--format onnx|torchscript] [--output PATH]``.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import pickle
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +33,7 @@ import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
+from focalmix.faults import atomic_write
 from focalmix.module import FocalMixClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -102,13 +112,28 @@ def export(
     example = _example_input(model, example_input)
     meta = metadata(model, input_shape=example.shape[1:])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     try:
-        _write(ProbabilityModel(model).eval(), example, path, format, opset_version, meta, check)
+        with atomic_write(path) as tmp:
+            _write(ProbabilityModel(model).eval(), example, tmp, format, opset_version, meta, check)
     finally:
         model.train(was_training)
+    with atomic_write(sidecar_path(path)) as tmp:
+        tmp.write_text(json.dumps({k: _json_value(v) for k, v in meta.items()}, indent=2))
     return path
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON file written beside an export: ``model.onnx`` -> ``model.onnx.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _json_value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def _check_arguments(model: FocalMixClassifier, format: str, opset_version: int) -> None:
@@ -142,13 +167,8 @@ def _write(
             _export_onnx(wrapper, example, path, opset, meta)
         else:
             _export_torchscript(wrapper, example, path, meta)
-        if not check:
-            return
-        try:
+        if check:  # a failure leaves nothing behind: atomic_write removes the temporary file
             _check_exported(wrapper, path, format, example)
-        except RuntimeError:
-            path.unlink()  # never leave a file known to be wrong where a server may pick it up
-            raise
 
 
 def metadata(model: FocalMixClassifier, input_shape: Sequence[int] | None = None) -> dict[str, str]:
@@ -166,15 +186,43 @@ def metadata(model: FocalMixClassifier, input_shape: Sequence[int] | None = None
     """
     hp = model.hparams
     names = hp.get("class_names") or [str(c) for c in range(hp.num_classes)]
+    spec = hp.get("preprocessing")
+    features: dict | None = None
+    if spec is not None:
+        from focalmix.preprocessing import describe
+
+        features = describe(spec)
+    calibration = {
+        "method": model._calibration_method(),
+        "scale": model.calibration_scale.tolist(),
+        "bias": model.calibration_bias.tolist(),
+    }
     return {
         "producer": "focalmix",
         "task": hp.task,
         "num_classes": str(hp.num_classes),
         "class_names": json.dumps([str(n) for n in names]),
+        "feature_names": json.dumps(hp.get("feature_names")),
+        "features": json.dumps(features),
         "input_shape": json.dumps([int(s) for s in (input_shape or _input_shape(model))]),
+        "input": _input_doc(hp.get("feature_names"), spec is not None),
         "threshold": str(round(float(model.threshold), 6)),
-        "output": "binary: (B,) probability of class_names[1]; otherwise (B, C) class probabilities",
+        "calibration": json.dumps(calibration),
+        "output": "binary: (B,) calibrated probability of class_names[1]; otherwise (B, C) calibrated"
+        " class probabilities",
     }
+
+
+def _input_doc(feature_names: list[str] | None, table: bool) -> str:
+    if feature_names is None:
+        return "float32 (B, *input_shape) raw samples"
+    doc = f"float32 (B, {len(feature_names)}): one column per feature, in this order: {feature_names}."
+    if table:
+        doc += (
+            " Numeric columns raw (NaN allowed); categorical columns as 1 + the category's index in"
+            " `features` categories, 0 for unseen."
+        )
+    return doc
 
 
 def _input_shape(model: FocalMixClassifier) -> tuple[int, ...]:
@@ -221,6 +269,7 @@ def _export_onnx(wrapper: nn.Module, example: Tensor, path: Path, opset: int, me
     )
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, meta)
+    proto.graph.input[0].doc_string = meta["input"]
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
 
@@ -315,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--output must differ from --ckpt_path, got {output} for both.")
     try:
         model = FocalMixClassifier.load_from_checkpoint(ckpt, map_location="cpu")
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         parser.error(
             f"--ckpt_path: cannot rebuild a FocalMixClassifier from {ckpt}: {err} A model with a custom"
             " backbone module is not rebuilt from its checkpoint alone: load it in Python with"
@@ -323,4 +372,4 @@ def main(argv: Sequence[str] | None = None) -> None:
             " `focalmix.export.export`."
         )
     path = export(model, output, args.format)
-    print(f"focalmix: exported {args.format} model to {path}")
+    print(f"focalmix: exported {args.format} model to {path} (metadata: {sidecar_path(path)})")
