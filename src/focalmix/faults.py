@@ -5,7 +5,8 @@
   final name (``os.replace`` is atomic on POSIX and Windows within one filesystem).
 * :func:`capture_rng_state` / :func:`restore_rng_state` save and restore every global random stream a
   training step depends on (torch CPU and CUDA, numpy, Python), so a run resumed from a checkpoint
-  draws the same numbers as the run it replaces.
+  draws the same numbers as the run it replaces (the model stores them in every checkpoint).
+* :class:`PreemptionCheckpoint` saves ``last.ckpt`` when SIGTERM or Ctrl-C stops a fit.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 @contextlib.contextmanager
@@ -51,9 +56,11 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
 
 def capture_rng_state() -> dict[str, Any]:
     """The global random states: torch (CPU and every CUDA device), numpy and Python's ``random``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # tensors and plain Python values only, so `torch.load(weights_only=True)` still opens the checkpoint
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
         "python": random.getstate(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -64,8 +71,54 @@ def capture_rng_state() -> dict[str, Any]:
 def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`capture_rng_state` returned (CUDA states only where the devices match)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+class PreemptionCheckpoint(Callback):
+    """Save ``last.ckpt`` when a fit is stopped by SIGTERM (preemption, ``scancel``) or Ctrl-C.
+
+    Lightning turns SIGTERM into an exception at the end of the current training batch and Ctrl-C into
+    a ``KeyboardInterrupt``; both reach ``on_exception``, where this writes the checkpoint (mid-epoch
+    when the signal came mid-epoch: Lightning resumes from there) into the folder of the ``last.ckpt``
+    callback, so that ``--ckpt_path .../last.ckpt`` resumes the run. Lightning's checkpoint writer
+    already goes through a temporary file (an fsspec transaction), so a second kill during the save
+    leaves the previous ``last.ckpt`` intact. Rank 0 writes; every rank must take part under DDP.
+
+    Args:
+        filename: the checkpoint's file name. Default: ``"last.ckpt"``.
+
+    Example:
+        >>> PreemptionCheckpoint().filename
+        'last.ckpt'
+    """
+
+    def __init__(self, filename: str = "last.ckpt") -> None:
+        self.filename = filename
+        self.saved_path: str | None = None
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != "fit":
+            return
+        folder = self._folder(trainer)
+        if folder is None:
+            return
+        path = os.path.join(folder, self.filename)
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        rank_zero_info(
+            f"focalmix: stopped by {type(exception).__name__}; saved {path} (resume with --ckpt_path)"
+        )
+
+    def _folder(self, trainer: pl.Trainer) -> str | None:
+        callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]
+        for callback in sorted(callbacks, key=lambda c: c.filename != Path(self.filename).stem):
+            if callback.dirpath:
+                return str(callback.dirpath)
+        return None
