@@ -71,6 +71,40 @@ def test_lr_at_every_step_matches_torch_onecycle(tmp_path, accumulate, limit, ep
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == total
 
 
+def test_fused_adamw_trains_like_torchs_reference_adamw_with_onecycle(tmp_path):
+    """The fused kernel, with OneCycleLR cycling lr and beta1, against torch's default AdamW + OneCycleLR."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 6)
+    y = (x[:, 0] > 0).float()
+    model = FocalMixClassifier(num_features=6, learning_rate=3e-3, dropout=0.0, mixup_alpha=0.0)
+    reference = FocalMixClassifier(num_features=6, learning_rate=3e-3, dropout=0.0, mixup_alpha=0.0)
+    reference.load_state_dict(model.state_dict())
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, limit_val_batches=0)
+    trainer.fit(model, loader)
+    assert trainer.optimizers[0].defaults["fused"] is True  # the fast path is the one tested
+    # the oracle: torch's for-loop AdamW and its OneCycleLR, stepped by hand over the same batches
+    params = list(reference.parameters())
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim > 1]},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ],
+        lr=3e-3,
+        weight_decay=0.01,
+        foreach=False,
+    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=12, pct_start=0.1)
+    for _ in range(3):
+        for xb, yb in loader:
+            opt.zero_grad()
+            reference._criterion(reference(xb), yb).backward()
+            opt.step()
+            sched.step()
+    for (name, got), expected in zip(model.named_parameters(), reference.parameters(), strict=True):
+        assert_close(got, expected, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_no_weight_decay_on_biases_and_norms(tmp_path):
     train, _ = _loaders()
     model = FocalMixClassifier(num_features=6)

@@ -369,6 +369,7 @@ class FocalMixClassifier(pl.LightningModule):
             )
         for logger in self.loggers:  # the effective batch and peak lr, next to the metrics
             logger.log_metrics(getattr(self, "_effective", {}), step=self.global_step)
+        self.on_train_epoch_start()  # Lightning skips that hook when a run resumes mid-epoch
         self._mixup_generator = torch.Generator()
         saved = self._resumed_rng
         if saved is not None and saved.get("world_size") == self.trainer.world_size == 1:
