@@ -260,8 +260,8 @@ BAD_ARGS = [
     (dict(learning_rate=0.0), ValueError, "`learning_rate` must be > 0, got 0.0"),
     (dict(learning_rate=-1e-4), ValueError, "`learning_rate` must be > 0"),
     (dict(weight_decay=-0.1), ValueError, "`weight_decay` must be >= 0"),
-    (dict(focal_alpha=1.5), ValueError, r"`alpha` must be in \[0, 1\], got 1.5"),
-    (dict(focal_alpha=-0.5), ValueError, r"`alpha` must be in \[0, 1\]"),
+    (dict(focal_alpha=1.5), ValueError, r"`focal_alpha` must be in \[0, 1\], got 1.5"),
+    (dict(focal_alpha=-0.5), ValueError, r"`focal_alpha` must be in \[0, 1\]"),
     (dict(focal_gamma=-1.0), ValueError, "`focal_gamma` must be >= 0, got -1.0"),
     (dict(label_smoothing=1.0), ValueError, r"`label_smoothing` must be in \[0, 1\)"),
     (dict(label_smoothing=-0.1), ValueError, "`label_smoothing` must be in"),
@@ -281,7 +281,11 @@ BAD_ARGS = [
     (dict(num_features=0), ValueError, "`num_features` must be >= 1"),
     (dict(class_names=["a", "b", "c"]), ValueError, "`class_names` must have 2 entries"),
     (dict(task="multiclass", num_classes=3, focal_alpha=[1.0, 2.0]), ValueError, "one per class"),
-    (dict(focal_alpha="balanced"), TypeError, "`alpha` must be None, a float"),
+    (dict(focal_alpha="balanced"), TypeError, "`focal_alpha` must be None, a float"),
+    (dict(calibration="isotonic"), ValueError, "`calibration` must be one of"),
+    (dict(task="multiclass", num_classes=3, calibration="platt"), ValueError, "use 'temperature'"),
+    (dict(task="multilabel", num_classes=3, calibration="temperature"), ValueError, "use 'platt'"),
+    (dict(preprocessing=[1, 2]), TypeError, "`preprocessing` must be a dict"),
     (dict(backbone="resnet"), TypeError, "`backbone` must be an nn.Module"),
 ]
 

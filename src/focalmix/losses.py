@@ -261,8 +261,10 @@ class FocalLoss(nn.Module):
         )
 
 
-def check_alpha(alpha: Alpha, task: str, num_classes: int | None = None) -> None:
+def check_alpha(alpha: Alpha, task: str, num_classes: int | None = None, name: str = "alpha") -> None:
     """Check ``alpha`` for ``task`` up front, without any logits; see :func:`focal_loss` for its meaning.
+
+    ``name`` is the argument as the caller's user spells it (``focal_alpha`` for the classifier).
 
     Raises:
         TypeError: if ``alpha`` is not None, a number or a sequence of numbers.
@@ -271,14 +273,14 @@ def check_alpha(alpha: Alpha, task: str, num_classes: int | None = None) -> None
     if alpha is None:
         return
     if isinstance(alpha, str) or not isinstance(alpha, int | float | Sequence | Tensor):
-        raise TypeError(f"`alpha` must be None, a float or a sequence of floats, got {alpha!r}.")
+        raise TypeError(f"`{name}` must be None, a float or a sequence of floats, got {alpha!r}.")
     values = torch.as_tensor(alpha, dtype=torch.float64).flatten().tolist()
     if task == "binary" and not isinstance(alpha, int | float):
-        raise ValueError(f"binary `alpha` must be a single float in [0, 1], got {alpha}.")
+        raise ValueError(f"binary `{name}` must be a single float in [0, 1], got {alpha}.")
     if task == "multiclass":
         if any(not v >= 0 for v in values):
-            raise ValueError(f"multiclass `alpha` weights must be >= 0, got {alpha}.")
+            raise ValueError(f"multiclass `{name}` weights must be >= 0, got {alpha}.")
     elif any(not 0 <= v <= 1 for v in values):
-        raise ValueError(f"`alpha` must be in [0, 1], got {alpha}.")
+        raise ValueError(f"`{name}` must be in [0, 1], got {alpha}.")
     if num_classes is not None and task != "binary" and len(values) not in (1, num_classes):
-        raise ValueError(f"`alpha` must be one float or {num_classes} (one per class), got {len(values)}.")
+        raise ValueError(f"`{name}` must be one float or {num_classes} (one per class), got {len(values)}.")

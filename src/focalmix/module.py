@@ -558,7 +558,7 @@ def _validate(args: dict[str, Any]) -> None:
             f"`preprocessing` must be a dict (a datamodule's fitted spec), got {a['preprocessing']!r}."
         )
     if a["focal_alpha"] != "auto":
-        check_alpha(a["focal_alpha"], a["task"], a["num_classes"])
+        check_alpha(a["focal_alpha"], a["task"], a["num_classes"], name="focal_alpha")
     for name, want in (("class_names", a["num_classes"]), ("feature_names", a["num_features"])):
         if a[name] is not None and want is not None and len(a[name]) != want:
             raise ValueError(f"`{name}` must have {want} entries, got {len(a[name])}: {a[name]}.")
