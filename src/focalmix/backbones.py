@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -79,6 +80,137 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+class TabularMLP(nn.Module):
+    """Numeric feature embeddings, then an :class:`MLP`: ``(B, F) -> (B, hidden_sizes[-1])``.
+
+    Each input feature gets its own learned embedding before the MLP sees it (Gorishniy et al. 2022,
+    "On Embeddings for Numerical Features in Tabular Deep Learning", arXiv 2203.05556), from the
+    authors' package ``rtdl_num_embeddings`` (``pip install rtdl-num-embeddings``):
+
+    * ``"periodic"``: PLR-lite, ``PeriodicEmbeddings(lite=True)``: ``cos``/``sin`` of learned
+      frequencies, one linear layer shared by all features, ReLU; ``d_embedding`` default 24.
+    * ``"piecewise"``: ``PiecewiseLinearEmbeddings(version="B")`` over fixed bins; ``d_embedding``
+      default 8. The paper takes the bins from quantiles of the training data; here they are the
+      quantiles of a standard normal, because the classifier standardizes its inputs before the
+      backbone, and so the backbone needs no data to be built (from the CLI too).
+
+    Args:
+        num_features: input features (the classifier's input width after its encoder), >= 1; None
+            builds the layers at the first forward pass, which the classifier does at construction with
+            a dry run on ``input_shape``, so the CLI needs no width.
+        embedding: ``"periodic"`` or ``"piecewise"``. Default: ``"periodic"``.
+        d_embedding: width of each feature's embedding, >= 1. Default: 24 (periodic), 8 (piecewise).
+        n_frequencies: periodic: frequencies per feature, >= 1. Default: 48.
+        frequency_scale: periodic: std of the initial frequencies, > 0 (the paper's sigma). Default: 0.01.
+        n_bins: piecewise: bins per feature, >= 2. Default: 48.
+        hidden_sizes: widths of the MLP after the embeddings. Default: (256, 256).
+
+    Attributes:
+        num_features: the size of the output feature vector (as :class:`MLP`), None until built.
+
+    Example:
+        >>> import torch
+        >>> TabularMLP(30)(torch.randn(4, 30)).shape
+        torch.Size([4, 256])
+        >>> TabularMLP(30, embedding="piecewise", hidden_sizes=(64,))(torch.randn(4, 30)).shape
+        torch.Size([4, 64])
+    """
+
+    EMBEDDINGS = ("periodic", "piecewise")
+
+    def __init__(
+        self,
+        num_features: int | None = None,
+        embedding: Literal["periodic", "piecewise"] = "periodic",
+        d_embedding: int | None = None,
+        n_frequencies: int = 48,
+        frequency_scale: float = 0.01,
+        n_bins: int = 48,
+        hidden_sizes: Sequence[int] = (256, 256),
+    ) -> None:
+        super().__init__()
+        if num_features is not None:
+            _check_int(num_features, "num_features", 1)
+        if embedding not in self.EMBEDDINGS:
+            raise ValueError(f"`embedding` must be one of {self.EMBEDDINGS}, got {embedding!r}.")
+        if d_embedding is not None:
+            _check_int(d_embedding, "d_embedding", 1)
+        _check_int(n_frequencies, "n_frequencies", 1)
+        _check_int(n_bins, "n_bins", 2)
+        if isinstance(frequency_scale, bool) or not isinstance(frequency_scale, int | float):
+            raise TypeError(f"`frequency_scale` must be a number > 0, got {frequency_scale!r}.")
+        if not 0 < frequency_scale < float("inf"):
+            raise ValueError(f"`frequency_scale` must be > 0, got {frequency_scale}.")
+        if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
+            raise ValueError(f"`hidden_sizes` must be a non-empty list of ints >= 1, got {hidden_sizes!r}.")
+        import rtdl_num_embeddings  # noqa: F401  (fail here, at construction, if it is not installed)
+
+        self.embedding = embedding
+        self.d_embedding = d_embedding or (24 if embedding == "periodic" else 8)
+        self.n_frequencies, self.frequency_scale, self.n_bins = n_frequencies, frequency_scale, n_bins
+        self.hidden_sizes = tuple(hidden_sizes)
+        self.in_features: int | None = None
+        self.num_features: int | None = None
+        self.embeddings: nn.Module | None = None
+        self.mlp: MLP | None = None
+        if num_features is not None:
+            self._build(num_features)
+
+    def _build(self, num_features: int, device: torch.device | None = None) -> None:
+        import rtdl_num_embeddings as rtdl
+
+        if self.embedding == "periodic":
+            self.embeddings = rtdl.PeriodicEmbeddings(
+                num_features,
+                self.d_embedding,
+                n_frequencies=self.n_frequencies,
+                frequency_init_scale=self.frequency_scale,
+                lite=True,
+            )
+        else:
+            self.embeddings = rtdl.PiecewiseLinearEmbeddings(
+                normal_bins(num_features, self.n_bins), self.d_embedding, activation=False, version="B"
+            )
+        self.mlp = MLP(num_features * self.d_embedding, self.hidden_sizes)
+        self.to(device)
+        self.in_features, self.num_features = num_features, self.mlp.num_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.flatten(1)  # (B, F)
+        if self.embeddings is None:
+            self._build(x.shape[1], x.device)
+        return self.mlp(self.embeddings(x).flatten(1))  # (B, F, D) -> (B, F * D) -> (B, H)
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        # A checkpoint of a lazily built backbone loads into a fresh, unbuilt one: build at its width.
+        key = prefix + "mlp.net.1.weight"  # the first Linear of the MLP: (H, F * D)
+        if self.embeddings is None and key in state_dict:
+            self._build(state_dict[key].shape[1] // self.d_embedding)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def normal_bins(num_features: int, n_bins: int) -> list[Tensor]:
+    """``n_bins`` equal-probability bins of a standard normal per feature, as ``rtdl_num_embeddings`` bins.
+
+    The outer edges are the 1/(2 n_bins) and 1 - 1/(2 n_bins) quantiles: values beyond them fall in the
+    first or last bin, where the piecewise-linear encoding keeps growing linearly.
+
+    Example:
+        >>> [round(v, 3) for v in normal_bins(1, 2)[0].tolist()]
+        [-0.674, 0.0, 0.674]
+    """
+    levels = torch.linspace(1 / (2 * n_bins), 1 - 1 / (2 * n_bins), n_bins + 1)
+    edges = torch.distributions.Normal(0.0, 1.0).icdf(levels)
+    return [edges.clone() for _ in range(num_features)]
+
+
+def _check_int(value: Any, name: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be an int >= {low}, got {value!r}.")
+    if value < low:
+        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
+
+
 def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequence[int]) -> nn.Module:
     """The backbone: as given, built from a ``{"class_path", "init_args"}`` dict, or an :class:`MLP`."""
     if isinstance(backbone, nn.Module):
@@ -86,7 +218,11 @@ def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequen
     if isinstance(backbone, dict):  # {"class_path": "pkg.mod.Class", "init_args": {...}}
         module_name, _, cls_name = backbone["class_path"].rpartition(".")
         cls = getattr(importlib.import_module(module_name), cls_name)
-        return cls(**backbone.get("init_args", {}))
+        init_args = dict(backbone.get("init_args") or {})
+        # a tabular backbone sized by its input gets the model's input width, as the default MLP does
+        if num_features is not None and "num_features" in inspect.signature(cls).parameters:
+            init_args.setdefault("num_features", num_features)
+        return cls(**init_args)
     if num_features is None:
         raise ValueError(
             "The default MLP backbone needs `num_features` (or `input_shape`); the CLI links it from the"
