@@ -28,7 +28,7 @@ except ImportError:  # a source checkout that is not pip-installed
 import lightning
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from focalmix.callbacks import PredictionWriter
 from focalmix.diagnostics import TrainingDiagnostics
@@ -84,9 +84,13 @@ def cli_callbacks(root: str | Path) -> list[Callback]:
     ]
 
 
-def cli_logger(root: str | Path) -> TensorBoardLogger:
-    """The logger a plain ``focalmix fit`` gets: Lightning's default, TensorBoard when it is installed."""
-    return TensorBoardLogger(str(root), name="lightning_logs")
+def cli_logger(root: str | Path) -> TensorBoardLogger | CSVLogger:
+    """The logger a plain ``focalmix fit`` gets: Lightning's default, TensorBoard when it is installed,
+    else a CSV logger (as the Trainer falls back)."""
+    try:
+        return TensorBoardLogger(str(root), name="lightning_logs")
+    except ModuleNotFoundError:
+        return CSVLogger(str(root), name="lightning_logs")
 
 
 class StepClock(Callback):
