@@ -6,13 +6,14 @@ import warnings
 
 import onnxruntime
 import pytest
-import rtdl_num_embeddings as rtdl
 import torch
 from torch.testing import assert_close
 
 from focalmix import FocalMixClassifier
 from focalmix.backbones import MLP, TabularMLP, build_backbone, normal_bins
 from focalmix.export import export
+
+rtdl = pytest.importorskip("rtdl_num_embeddings")  # the `tabular` extra
 
 FEATURES = 6
 EMBEDDINGS = ["periodic", "piecewise"]

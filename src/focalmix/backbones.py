@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -143,7 +144,11 @@ class TabularMLP(nn.Module):
             raise ValueError(f"`frequency_scale` must be > 0, got {frequency_scale}.")
         if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
             raise ValueError(f"`hidden_sizes` must be a non-empty list of ints >= 1, got {hidden_sizes!r}.")
-        import rtdl_num_embeddings  # noqa: F401  (fail here, at construction, if it is not installed)
+        if importlib.util.find_spec("rtdl_num_embeddings") is None:  # fail at construction, not in fit
+            raise ImportError(
+                "TabularMLP needs the package of the embeddings' authors: pip install rtdl-num-embeddings"
+                " (or focalmix[tabular])."
+            )
 
         self.embedding = embedding
         self.d_embedding = d_embedding or (24 if embedding == "periodic" else 8)
