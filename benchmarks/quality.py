@@ -16,8 +16,9 @@ seed=s)``: its ``split_indices``); per seed the split, the initialisation and mi
 
 * focalmix: ``FocalMixClassifier`` defaults (the balanced preset), batch 32, ``max_epochs`` (``--epochs``,
   default 100, ``min_epochs`` 10%), EarlyStopping(val/loss, patience 8), best checkpoint by val/loss, as
-  ``focalmix fit`` runs it; backbone ``mlp`` (the default MLP) or ``tabular``
-  (:class:`focalmix.backbones.TabularMLP`, PLR-lite embeddings). Test probabilities from the best
+  ``focalmix fit`` runs it; backbone ``mlp`` (the default MLP), ``tabular``
+  (:class:`focalmix.backbones.TabularMLP`, PLR-lite embeddings) or ``piecewise`` (TabularMLP with
+  piecewise-linear embeddings). Test probabilities from the best
   checkpoint, uncalibrated and calibrated (``predict_proba(x, calibrated=...)``) when the model has it.
 * LogReg: ``LogisticRegression(max_iter=5000)`` after median imputation with missing indicators and
   standardization of numeric columns, one-hot of categorical ones.
@@ -56,7 +57,12 @@ BUNDLED = {
     "digits9": dict(source="digits", positive_class=9),
 }
 SPLIT = dict(val_fraction=0.2, test_fraction=0.2)
-TABULAR = {"class_path": "focalmix.backbones.TabularMLP"}
+TABULAR = "focalmix.backbones.TabularMLP"
+BACKBONES = {  # --backbone name -> FocalMixClassifier(backbone=...)
+    "mlp": None,
+    "tabular": {"class_path": TABULAR},  # PLR-lite embeddings
+    "piecewise": {"class_path": TABULAR, "init_args": {"embedding": "piecewise"}},
+}
 SKLEARN = ("LogReg", "HistGB")
 
 
@@ -150,7 +156,7 @@ def fit_focalmix(spec: dict[str, Any], seed: int, backbone: str, max_epochs: int
     kwargs = {k: getattr(dm, k) for k in links}
     if getattr(dm, "preprocessing", None) is not None:
         kwargs["preprocessing"] = dm.preprocessing
-    model = FocalMixClassifier(backbone=TABULAR if backbone == "tabular" else None, **kwargs)
+    model = FocalMixClassifier(backbone=BACKBONES[backbone], **kwargs)
     clock, start = StepClock(), time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         checkpoint = ModelCheckpoint(dirpath=root, monitor="val/loss", mode="min", filename="best")
@@ -323,8 +329,7 @@ def print_summary(summaries: dict[str, dict], backbones: list[str]) -> None:
     for b in backbones:
         head += [f"{b}", f"{b} / best", f"{b} ECE (cal)", f"{b} Brier (cal)"]
     head += ["LogReg ECE", "LogReg Brier"]
-    if len(backbones) == 2:
-        head += [f"steps/s {backbones[1]} / {backbones[0]}"]
+    head += [f"steps/s {b} / {backbones[0]}" for b in backbones[1:]]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, s in summaries.items():
         cells = [name, s["metric"], f"{s['best_sk']} {s['best']:.4f}"]
@@ -338,8 +343,7 @@ def print_summary(summaries: dict[str, dict], backbones: list[str]) -> None:
                 f"{s[b]['cal']['Brier']:.4f} {'ok' if brier_ok else 'NOT ok'}",
             ]
         cells += [f"{s['lr']['ECE']:.4f}", f"{s['lr']['Brier']:.4f}"]
-        if len(backbones) == 2:
-            cells.append(f"{s[backbones[1]]['steps'] / s[backbones[0]]['steps']:.2f}")
+        cells += [f"{s[b]['steps'] / s[backbones[0]]['steps']:.2f}" for b in backbones[1:]]
         print("| " + " | ".join(cells) + " |")
     print(
         "\nGoals (issues 10, 11): AUROC/acc ratio >= 1.00; calibrated ECE <= max(1.25 x LogReg's, 0.03);"
@@ -355,7 +359,7 @@ def main() -> None:
     parser.add_argument("--sets", "--tables", nargs="+", default=every, choices=every, metavar="SET")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=100, help="max_epochs of focalmix (default 100)")
-    parser.add_argument("--backbone", nargs="+", default=["mlp", "tabular"], choices=["mlp", "tabular"])
+    parser.add_argument("--backbone", nargs="+", default=["mlp", "tabular"], choices=list(BACKBONES))
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="fits in parallel")
     args = parser.parse_args()
     if args.epochs < 1:
