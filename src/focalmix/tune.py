@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import secrets
 import shutil
+import socket
 import sys
 import time
 import warnings
@@ -77,6 +79,8 @@ _FLAGS = {
     "pruner_startup_trials": "complete trials before any pruning. Default: 3",
     "pruner_warmup_epochs": "epochs never pruned. Default: the OneCycle warmup, ceil(warmup_pct*max_epochs)",
 }
+# LightningCLI warns when given `args` while sys.argv holds arguments too: here they are `tune ...`.
+_ARGS_WARNING = ".*LightningCLI's args parameter.*"
 _SPEC_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}}
 
 
@@ -179,8 +183,9 @@ def load_space(path: str | Path | None, overrides: dict[str, Any] | None = None)
             space.pop(name, None)
         elif not isinstance(value, dict):
             raise ValueError(f"--tune.space.{name} must be a YAML mapping or null, got {value!r}.")
-        else:
-            space[name] = {**space.get(name, {}), **value}
+        else:  # new bounds keep the entry's type; a new type replaces the entry
+            same_type = value.get("type", space.get(name, {}).get("type")) == space.get(name, {}).get("type")
+            space[name] = {**space.get(name, {}), **value} if same_type else value
     return check_space(space)
 
 
@@ -340,6 +345,7 @@ class Objective:
         seed, folder = derive_seed(self.seed, trial.number, "fit"), self.output / f"trial_{trial.number:03d}"
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("folder", str(folder))
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where its folder is
         mode = "min" if metric_direction(self.metric) == "minimize" else "max"
         args = [
             "fit",
@@ -358,7 +364,9 @@ class Objective:
             box["trainer"] = trainer
 
         try:
-            _TrialCLI(args=args, on_trainer=attach)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", _ARGS_WARNING)
+                _TrialCLI(args=args, on_trainer=attach)
         except MisconfigurationException as err:  # ModelCheckpoint found no such key after validation
             if self.metric not in str(err):
                 raise
@@ -502,7 +510,9 @@ def write_outputs(
 
 def _base(fit_args: list[str]) -> tuple[str, Any]:
     """The parsed ``fit`` config (as YAML) and its data settings."""
-    cli = _ParseOnlyCLI(args=fit_args, run=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _ARGS_WARNING)
+        cli = _ParseOnlyCLI(args=fit_args, run=False)
     return cli.parser.dump(cli.config, skip_none=False), cli.config
 
 
