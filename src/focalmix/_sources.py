@@ -7,16 +7,21 @@ compute standardization statistics in chunks, so memory-mapped data is never rea
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: `import focalmix` stays fast
+    import pandas as pd
 
 BUILTINS = ("breast_cancer", "digits", "synthetic")
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
@@ -26,18 +31,21 @@ SUPPORTED = (
     "or a directory holding x.npy (and y.npy)"
 )
 _CHUNK_ELEMENTS = 1 << 22  # values per chunk when scanning (32 MB of float64)
+_SNIFF_BYTES = 16 * 1024  # of a CSV's head, to find its delimiter and header
 
 
 @dataclass
 class RawData:
     """One source as read from disk or memory, labels not yet coded."""
 
-    x: np.ndarray | torch.Tensor  # (N, *sample_shape); np.memmap for a directory source
+    x: np.ndarray | torch.Tensor | None  # (N, *sample_shape); np.memmap for a directory; None: table
     y: np.ndarray | None  # (N,) raw labels, (N, C) 0/1 multilabel, or None (predict data)
     feature_names: list[str] | None
     name: str  # for messages
     label_names: list[str] | None = None  # multilabel target columns
     x_path: str | None = None  # the .npy behind a memmap, so worker processes can reopen it
+    frame: pd.DataFrame | None = None  # a table's feature columns, until preprocessing encodes them as x
+    ids: pd.DataFrame | None = None  # a table's id columns, row-aligned with frame
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
@@ -105,8 +113,14 @@ def load_source(
     seed: int,
     stream: int = 0,
     expected_features: list[str] | None = None,
+    id_columns: Sequence[str] = (),
+    drop_columns: Sequence[str] = (),
 ) -> RawData:
-    """Read one source; ``stream`` picks an independent synthetic sample (0 train, 1 val, ...)."""
+    """Read one source; ``stream`` picks an independent synthetic sample (0 train, 1 val, ...).
+
+    A table comes back with ``frame`` (its feature columns, still raw) instead of ``x``; ``expected_features``
+    are training's feature columns (a later file must hold them; other columns are ignored).
+    """
     if str(source) in BUILTINS:
         return _load_builtin(str(source), synthetic, seed, stream)
     path = Path(source)
@@ -122,17 +136,21 @@ def load_source(
                 )
             y = npz["y"] if "y" in npz.files else None
             return _checked(RawData(npz["x"], y, None, path.name), need_labels)
-    return _load_table(path, target, feature_columns, need_labels, expected_features)
+    keys = (list(id_columns), list(drop_columns))
+    return _load_table(path, target, feature_columns, need_labels, expected_features, keys)
 
 
 def _checked(raw: RawData, need_labels: bool) -> RawData:
-    x, y = raw.x, raw.y
+    x, y = raw.x if raw.frame is None else raw.frame, raw.y
     if x.ndim < 2:
         raise ValueError(f"x in {raw.name} must have shape (N, *sample_shape), got {tuple(x.shape)}.")
     if len(x) == 0:
         raise ValueError(f"{raw.name} is empty (0 rows); it needs at least a few rows per class.")
     if isinstance(x, np.ndarray) and x.dtype.kind not in "biuf":
-        raise TypeError(f"x in {raw.name} must be numeric, got dtype {x.dtype}; encode it as numbers first.")
+        raise TypeError(
+            f"x in {raw.name} must be numeric, got dtype {x.dtype}; encode it as numbers first, or pass "
+            "a DataFrame (its text, boolean and categorical columns are encoded as categories)."
+        )
     if y is None and need_labels:
         raise ValueError(f"{raw.name} has no labels (y); training, validation and test data need them.")
     if y is not None and len(y) != len(x):
@@ -180,15 +198,110 @@ def make_synthetic(
     return x, y.astype(np.int64)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    try:
-        df = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame()
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame with str column names; one clear error for a bad file.
+
+    CSV: UTF-8 with or without a byte-order mark; the delimiter (``,`` ``;`` tab ``|``) is sniffed from
+    the first 16 KB (comma when unsure). Empty, duplicate or mangled column names, rows with more fields
+    than the header, a last line cut short and unparsable or non-UTF-8 files raise ``ValueError``.
+    """
+    import pandas as pd
+
+    if path.suffix.lower() == ".csv":
+        df = _read_csv(path)
+    else:
+        try:
+            df = pd.read_parquet(path)
+        except ImportError:
+            raise
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others on a damaged file
+            raise ValueError(
+                f"could not read {path.name} as Parquet ({type(e).__name__}: {e}); the file may be "
+                "truncated or not Parquet: re-create it."
+            ) from e
     if len(df) == 0:
         raise ValueError(f"{path.name} is empty (no rows); check the file, it needs a header and data rows.")
     df.columns = [str(c) for c in df.columns]
+    _check_names(list(df.columns), path.name)
     return df
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise ValueError(f"{path.name} is empty (no rows); check the file, it needs a header and data rows.")
+    try:  # a character cut at the sample's end is not an error
+        text = head.decode("utf-8-sig", errors="strict" if len(head) < _SNIFF_BYTES else "ignore")
+    except UnicodeDecodeError as e:
+        raise ValueError(_not_utf8(path, e)) from e
+    lines = text.splitlines(keepends=True)
+    sample = "".join(lines[:-1] if len(lines) > 1 and len(head) == _SNIFF_BYTES else lines)
+    try:
+        sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:  # one column, or too few lines to tell
+        sep = ","
+    header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    _check_names(header, path.name)
+    try:
+        with warnings.catch_warnings():
+            # without index_col=False, rows longer than the header silently turn column 1 into the index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, encoding="utf-8-sig", index_col=False)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as e:
+        raise ValueError(_not_utf8(path, e)) from e
+    except (pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as e:
+        detail = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"could not read {path.name} as a {_SEP_NAMES.get(sep, repr(sep))}-separated CSV ({detail}); "
+            "the file may be truncated, or rows have more fields than the header: check or re-create it."
+        ) from e
+    _check_last_line(path, sep, len(header))
+    return df
+
+
+_SEP_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    return (
+        f"{path.name} is not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset "
+        f"{error.start}); save it as UTF-8 (Excel: 'CSV UTF-8'), or as Parquet."
+    )
+
+
+def _check_names(names: list[str], name: str) -> None:
+    empty = [i + 1 for i, n in enumerate(names) if n == "" or n.startswith("Unnamed: ")]
+    if empty:
+        raise ValueError(
+            f"columns {empty} (1-based) of {name} have no name; name them in the header, or, for an index "
+            "saved by pandas, re-save with `to_csv(..., index=False)`."
+        )
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(
+            f"column names {dup} appear more than once in {name}; give each column its own name."
+        )
+
+
+def _check_last_line(path: Path, sep: str, width: int) -> None:
+    """A last line without a line end and with fewer fields than the header: a file cut short."""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - _SNIFF_BYTES))
+        tail = f.read()
+    if not tail or tail.endswith((b"\n", b"\r")):
+        return
+    last = tail.splitlines()[-1].decode("utf-8", errors="replace")
+    fields = next(csv.reader([last], delimiter=sep), [])
+    if len(fields) < width:
+        raise ValueError(
+            f"{path.name} looks truncated: its last line has {len(fields)} of {width} fields and no line "
+            "end (an interrupted copy or a full disk?); re-create the file, or delete that line."
+        )
 
 
 def _load_table(
@@ -197,8 +310,9 @@ def _load_table(
     feature_columns: list[str] | None,
     need_labels: bool,
     expected: list[str] | None,
+    keys: tuple[list[str], list[str]],
 ) -> RawData:
-    df = _read_table(path)
+    df = read_table(path)
     cols = list(df.columns)
     targets = [target] if isinstance(target, str) else list(target)
     missing_t = [t for t in targets if t not in cols]
@@ -206,46 +320,100 @@ def _load_table(
         raise ValueError(
             f"target column(s) {missing_t} not found in {path.name}; columns are: {cols}. Set `target`."
         )
-    has_y = not missing_t
-    if feature_columns is not None:
-        feats = list(feature_columns)
-        missing_f = [c for c in feats if c not in cols]
-        if missing_f:
-            raise ValueError(f"feature_columns {missing_f} not found in {path.name}; columns are: {cols}.")
-    else:
-        feats = [c for c in cols if c not in targets]
-        if expected is not None:
-            feats = _aligned(feats, expected, path.name)
-    if not feats:
-        raise ValueError(f"{path.name} has no feature columns besides the target {targets}.")
-    bad = [c for c in feats if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise ValueError(
-            f"non-numeric feature columns {bad} in {path.name}; select numeric columns with "
-            "`feature_columns` or encode these as numbers (e.g. one-hot) before training."
-        )
-    x = df[feats].to_numpy(dtype=np.float32)
     y = None
-    if has_y:
+    if not missing_t:
         y = df[targets[0]].to_numpy() if isinstance(target, str) else df[targets].to_numpy()
     labels = targets if not isinstance(target, str) else None
-    return _checked(RawData(x, y, feats, path.name, label_names=labels), need_labels)
+    return table_source(df, y, path.name, feature_columns, need_labels, expected, keys, targets, labels)
 
 
-def _aligned(feats: list[str], expected: list[str], name: str) -> list[str]:
-    """Training's feature order; a different set of columns is an error, never a silent misalignment."""
-    missing = [c for c in expected if c not in feats]
-    extra = [c for c in feats if c not in expected]
-    if missing or extra:
+def table_source(
+    df: pd.DataFrame,
+    y: np.ndarray | None,
+    name: str,
+    feature_columns: list[str] | None,
+    need_labels: bool,
+    expected: list[str] | None,
+    keys: tuple[list[str], list[str]],
+    targets: Sequence[str] = (),
+    label_names: list[str] | None = None,
+) -> RawData:
+    """A table's features (raw, in ``frame``) and id columns; ``expected``: training's feature columns."""
+    cols = [str(c) for c in df.columns]
+    ids, drops = keys
+    not_features = {*targets, *ids, *drops}
+    if expected is None:  # the training source
+        absent = [c for c in [*ids, *drops, *(feature_columns or [])] if c not in cols]
+        if absent:
+            raise ValueError(
+                f"columns {absent} (of `feature_columns`/`id_columns`/`drop_columns`) not found in "
+                f"{name}; columns are: {cols}."
+            )
+        feats = list(feature_columns) if feature_columns else [c for c in cols if c not in not_features]
+    else:
+        feats = _secondary_features(cols, expected, not_features, feature_columns is None, name)
+        absent_ids = [c for c in ids if c not in cols]
+        if absent_ids and not need_labels:
+            _warn(f"{name} has no id columns {absent_ids}; the predictions will not carry them.")
+    if not feats:
         raise ValueError(
-            f"feature columns of {name} differ from training: missing {missing}, extra {extra}. "
-            "Make the files match, or list the training columns in `feature_columns`."
+            f"{name} has no feature columns besides the target {list(targets)} and id/drop columns."
+        )
+    kept = [c for c in ids if c in cols]
+    raw = RawData(
+        None,
+        y,
+        feats,
+        name,
+        label_names=label_names,
+        frame=df[feats],
+        ids=df[kept].reset_index(drop=True) if kept else None,
+    )
+    return _checked(raw, need_labels)
+
+
+def numeric_matrix(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A table's values as float32 (N, F), for data whose training source was not a table."""
+    import pandas as pd
+
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
+    if bad:
+        raise ValueError(
+            f"non-numeric feature columns {bad} in {name}; the training data was not a table, so every "
+            "feature must be a number here."
+        )
+    return frame.to_numpy(dtype=np.float32)
+
+
+def _secondary_features(
+    cols: list[str], expected: list[str], not_features: set[str], warn_extra: bool, name: str
+) -> list[str]:
+    """Training's feature columns, found by name; absent ones raise, extra ones are ignored (one warning)."""
+    absent = [c for c in expected if c not in cols]
+    if absent:
+        raise ValueError(
+            f"{name} lacks feature columns {absent} that the model was trained on; add them (empty where "
+            f"unknown). Training's feature columns are {expected}."
+        )
+    extra = [c for c in cols if c not in expected and c not in not_features]
+    if extra and warn_extra:
+        _warn(
+            f"{name}: ignoring columns {extra}, which are not features of the model (name keys in "
+            "`id_columns` to carry them into the predictions)."
         )
     return list(expected)
 
 
+def _warn(message: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    rank_zero_warn(message)
+
+
 def clean_labels(y: np.ndarray, name: str) -> np.ndarray:
     """Reject NaN labels; make integral floats ints and objects strings, so classes sort and compare."""
+    import pandas as pd
+
     y = np.asarray(y)
     if y.dtype.kind in "fcO":
         nan = pd.isna(y)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+from focalmix.faults import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -17,7 +22,9 @@ class PredictionWriter(BasePredictionWriter):
     Columns: ``prob_<class>`` for every class, then ``prediction``, the predicted class name (binary: the
     positive class where its probability reaches the model's calibrated ``threshold``; multiclass: the
     most probable class; multilabel: the labels at or above 0.5, joined by ``;``). Class names are the
-    ones the model was trained with (``class_names``), or ``0..C-1``.
+    ones the model was trained with (``class_names``), or ``0..C-1``. A table's ``id_columns`` (the
+    datamodule's ``predict_ids``) come first, so the file joins back to its input; the CSV is written
+    to a temporary file and renamed into place, and its path is printed.
 
     Each rank keeps its rows with their input positions (the ``index`` the datamodule puts in every
     predict batch, else the sampler's indices); rank 0 merges the parts through ``path`` + ``.part<R>.npz``
@@ -59,14 +66,16 @@ class PredictionWriter(BasePredictionWriter):
         self._probs, self._index = [], []
         trainer.strategy.barrier("focalmix-predictions")
         if trainer.is_global_zero:
-            self._merge(trainer.world_size, pl_module)
+            self._merge(trainer, pl_module)
         trainer.strategy.barrier("focalmix-predictions-written")
 
     def _part(self, rank: int) -> Path:
         return self.path.with_name(f"{self.path.name}.part{rank}.npz")
 
-    def _merge(self, world_size: int, pl_module) -> None:
-        parts = [self._part(r) for r in range(world_size)]
+    def _merge(self, trainer, pl_module) -> None:
+        import pandas as pd
+
+        parts = [self._part(r) for r in range(trainer.world_size)]
         loaded = [np.load(p) for p in parts]
         probs = np.concatenate([d["probs"] for d in loaded])
         index = np.concatenate([d["index"] for d in loaded])
@@ -75,13 +84,20 @@ class PredictionWriter(BasePredictionWriter):
         if len(np.unique(index)) != len(index):
             raise RuntimeError("a row was predicted twice: the predict sampler repeated samples.")
         frame = predictions_frame(probs, pl_module)
-        frame.to_csv(self.path, index=False)
+        ids = getattr(trainer.datamodule, "predict_ids", None) if trainer.datamodule is not None else None
+        if ids is not None:  # indexed by the rows' "index", so a partial predict run still lines up
+            frame = pd.concat([ids.loc[index].reset_index(drop=True), frame], axis=1)
+        with atomic_write(self.path) as tmp:
+            frame.to_csv(tmp, index=False)
         for p in parts:
             p.unlink()
+        rank_zero_info(f"focalmix: wrote {len(frame)} predictions to {self.path}")
 
 
 def predictions_frame(probs: np.ndarray, pl_module) -> pd.DataFrame:
     """A DataFrame of per-class probabilities and the predicted class, as :class:`PredictionWriter` writes."""
+    import pandas as pd
+
     hp = pl_module.hparams
     names = [str(c) for c in (hp.get("class_names") or range(hp.num_classes))]
     if hp.task == "binary":

@@ -8,15 +8,18 @@ Batches are dicts (``B`` rows, ``S`` = ``input_shape``):
   ``index`` is the row's position in its source, so a writer can restore input order under DDP.
 
 Features are raw: the datamodule only measures standardization statistics (:attr:`normalization`),
-the model applies them, so a checkpoint alone predicts correctly on raw rows.
+the model applies them, so a checkpoint alone predicts correctly on raw rows. Tables (CSV, Parquet, a
+DataFrame) get a fitted :attr:`preprocessing` spec instead: their rows become one float per column
+(category codes for categorical columns, NaN kept) and the model's encoder does the rest.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,8 +29,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from focalmix import _sources
+from focalmix import preprocessing as _prep
 from focalmix._sources import RawData
 from focalmix.datasets import ArrayDataset, EpochWeightedSampler, passthrough_collate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TASKS = ("binary", "multiclass", "multilabel")
 _ARRAYS = "<arrays>"  # the source name of FocalMixDataModule.from_arrays
@@ -44,6 +51,7 @@ class _Prepared:
     code_of: np.ndarray | None  # raw class index -> coded class (one-vs-rest changes it)
     class_counts: list[int]
     normalization: tuple[torch.Tensor, torch.Tensor] | None
+    spec: dict | None = None  # tables: the fitted preprocessing
 
 
 class FocalMixDataModule(pl.LightningDataModule):
@@ -67,6 +75,13 @@ class FocalMixDataModule(pl.LightningDataModule):
     two classes and ``"multiclass"`` for more. Binary: ``num_classes == 2`` and the positive class
     (label 1.0) is ``class_names[1]``, the larger after sorting; ``positive_class=k`` instead makes
     ``k`` the positive class of a one-vs-rest task with ``class_names == ["not_k", "k"]``.
+
+    Tables may hold text, boolean and categorical columns and gaps: a spec fitted on the training split
+    (:mod:`focalmix.preprocessing`) codes categories (unseen ones as "unknown") and keeps NaN, which the
+    model imputes with the training median plus a missing-indicator. CSVs may be ``,``/``;``/tab/``|``
+    separated, with or without a UTF-8 BOM. Val/test/predict tables are matched to the training columns
+    by name: absent feature columns raise, extra columns are ignored with one warning (the same for all
+    three), and a predict table's ``id_columns`` are kept for the predictions CSV (:attr:`predict_ids`).
 
     Metadata (``num_features``, ``num_classes``, ``task``, ``class_names``, ``feature_names``,
     ``normalization``, ...) is readable right after ``__init__``: the first access reads the source
@@ -104,6 +119,13 @@ class FocalMixDataModule(pl.LightningDataModule):
         synthetic_classes: classes of ``"synthetic"``, >= 2, default 2.
         synthetic_positive_fraction: share of rows in the last ``"synthetic"`` class (the positive
             class when binary; the other classes share the rest), in (0, 1), default 0.5.
+        categorical_columns: table columns coded as categories though numeric (e.g. integer codes);
+            text, boolean and pandas categorical columns always are. Default None.
+        max_categories: most levels a categorical column may have (more raises), >= 1, default 100.
+        missing: ``"impute"`` (default: NaN -> training median + indicator) or ``"error"`` (refuse NaN).
+        id_columns: table key columns: not features, copied in front of the predictions. Default None.
+        drop_columns: table columns to ignore. Default None.
+        preprocessing: a fitted spec (from a checkpoint) to encode with instead of fitting one.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -144,6 +166,12 @@ class FocalMixDataModule(pl.LightningDataModule):
         synthetic_features: int = 20,
         synthetic_classes: int = 2,
         synthetic_positive_fraction: float = 0.5,
+        categorical_columns: list[str] | None = None,
+        max_categories: int = 100,
+        missing: Literal["impute", "error"] = "impute",
+        id_columns: list[str] | None = None,
+        drop_columns: list[str] | None = None,
+        preprocessing: dict | None = None,
     ) -> None:
         super().__init__()
         # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
@@ -204,8 +232,30 @@ class FocalMixDataModule(pl.LightningDataModule):
         }
         self.source, self.val_source, self.test_source = source, val_source, test_source
         self.predict_source, self.positive_class, self._task_arg = predict_source, positive_class, task
+        self._table_args(
+            categorical_columns, max_categories, missing, id_columns, drop_columns, preprocessing
+        )
         self._prepared: _Prepared | None = None
         self._datasets: dict[str, ArrayDataset] = {}
+        self._ids: dict[str, pd.DataFrame | None] = {}
+
+    def _table_args(self, categorical, max_categories, missing, ids, drops, spec) -> None:
+        lists = {"categorical_columns": categorical, "id_columns": ids, "drop_columns": drops}
+        for arg, value in lists.items():
+            setattr(self, arg, None if value is None else _sources.check_str_list(value, arg))
+        _prep.check_options(missing, max_categories, self.standardize)
+        self.max_categories, self.missing = max_categories, missing
+        self._spec = None if spec is None else _prep.check_spec(copy.deepcopy(spec))
+        _prep.check_roles(self.target, feature_columns=self.feature_columns, **lists)
+        is_table = str(self.source).lower().endswith(_sources.TABLE_SUFFIXES) or (
+            self._arrays is not None and self._arrays.frame is not None
+        )
+        given = [a for a, v in {**lists, "preprocessing": spec}.items() if v is not None]
+        if given and not is_table:
+            raise ValueError(
+                f"{given} apply to tables (CSV/Parquet files, or a DataFrame given to from_arrays); "
+                f"source={self.source!r} is not one."
+            )
 
     @classmethod
     def from_arrays(
@@ -214,8 +264,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         """A datamodule over in-memory data (no copy for float32 arrays/tensors).
 
         Args:
-            x: features (N, *S), a numpy array, torch tensor or pandas DataFrame (its columns become
-                ``feature_names``).
+            x: features (N, *S), a numpy array, torch tensor or pandas DataFrame (a table: its columns
+                become ``feature_names``, text/boolean columns categories, NaN imputed).
             y: labels (N,) (ints or strings) or (N, C) of 0/1 (multilabel).
             **kwargs: any other ``FocalMixDataModule`` argument except ``source``.
 
@@ -230,17 +280,18 @@ class FocalMixDataModule(pl.LightningDataModule):
         """
         if "source" in kwargs:
             raise TypeError("`from_arrays` takes the data as x and y; do not pass `source`.")
-        names = [str(c) for c in x.columns] if hasattr(x, "columns") else None
-        if hasattr(x, "to_numpy"):
-            x = x.to_numpy()
-        if not isinstance(x, (np.ndarray, torch.Tensor)):
+        frame = x.rename(columns=str) if hasattr(x, "columns") else None
+        if not isinstance(x, (np.ndarray, torch.Tensor)) and frame is None:
             raise TypeError(f"`x` must be a numpy array, torch tensor or DataFrame, got {type(x).__name__}.")
         y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
         if isinstance(x, torch.Tensor):
             if x.is_complex() or x.dtype == torch.bool:
                 raise TypeError(f"`x` must hold real numbers, got dtype {x.dtype}.")
             x = x.detach().cpu().float().contiguous()
-        raw = _sources._checked(RawData(x, y, names, "the arrays given to from_arrays"), need_labels=True)
+        raw = RawData(
+            None if frame is not None else x, y, None, "the arrays given to from_arrays", frame=frame
+        )
+        raw = _sources._checked(raw, need_labels=True)
         self = cls.__new__(cls)
         self._arrays = raw
         cls.__init__(self, source=_ARRAYS, **kwargs)
@@ -250,8 +301,15 @@ class FocalMixDataModule(pl.LightningDataModule):
     # Reading, coding and splitting (lazy, cached, deterministic)
 
     def _load(self, source: Any, stream: int, need_labels: bool, expected: list[str] | None) -> RawData:
+        keys = (self.id_columns or [], self.drop_columns or [])
+        if self._spec is not None and expected is None:
+            expected = [c["name"] for c in self._spec["columns"]]
         if source == _ARRAYS and self._arrays is not None:
             raw = self._arrays
+            if raw.frame is not None:
+                raw = _sources.table_source(
+                    raw.frame, raw.y, raw.name, self.feature_columns, True, expected, keys
+                )
         else:
             raw = _sources.load_source(
                 source,
@@ -262,6 +320,8 @@ class FocalMixDataModule(pl.LightningDataModule):
                 seed=self.seed,
                 stream=stream,
                 expected_features=expected,
+                id_columns=keys[0],
+                drop_columns=keys[1],
             )
         if isinstance(raw.x, np.ndarray) and not isinstance(raw.x, np.memmap):
             raw.x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32))  # no copy if float32
@@ -292,9 +352,24 @@ class FocalMixDataModule(pl.LightningDataModule):
         return _sources.split_indices(strata, val, test, self.seed, class_names)
 
     def _stats(self, raw: RawData, splits: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if raw.frame is not None:  # a table: the model standardizes through the spec, fitted on train rows
+            if self._spec is None:
+                self._spec = _prep.fit_spec(
+                    raw.frame.iloc[splits["train"]], raw.feature_names, self.categorical_columns,
+                    self.missing, self.max_categories, self.standardize, f"the training rows of {raw.name}",
+                )  # fmt: skip
+                self.hparams["preprocessing"] = copy.deepcopy(self._spec)  # checkpoints carry it
+            self._encode(raw)
+            return None
         return _sources.scan(
             raw.x, splits["train"] if self.standardize else None, raw.feature_names, raw.name
         )
+
+    def _encode(self, raw: RawData) -> None:
+        raw.x = torch.from_numpy(
+            _prep.encode_frame(raw.frame, self._spec, name=raw.name, missing=self.missing)
+        )
+        raw.frame = None
 
     def _prepare_single(self, raw: RawData, y: np.ndarray) -> _Prepared:
         if self._task_arg == "multilabel":
@@ -369,12 +444,18 @@ class FocalMixDataModule(pl.LightningDataModule):
         prep = self._prepare()
         stream = {"val": 1, "test": 2, "predict": 3}[split]
         raw = self._load(source, stream, split != "predict", prep.raw.feature_names)
+        self._ids[split] = raw.ids
+        if raw.frame is not None and self._spec is not None:
+            self._encode(raw)  # finite, numeric where training was: checked while encoding
+        elif raw.frame is not None:  # a table, but training data that was not one: numbers only
+            raw.x = torch.from_numpy(_sources.numeric_matrix(raw.frame, raw.name))
         if tuple(raw.x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"samples of {raw.name} ({split}) have shape {tuple(raw.x.shape[1:])}, training "
                 f"samples {self.input_shape}; they must match."
             )
-        _sources.scan(raw.x, None, raw.feature_names, raw.name)
+        if self._spec is None:
+            _sources.scan(raw.x, None, raw.feature_names, raw.name)
         y = None
         if raw.y is not None:
             y = self._code(_sources.clean_labels(raw.y, raw.name), raw.name)
@@ -456,10 +537,30 @@ class FocalMixDataModule(pl.LightningDataModule):
         """(mean, std) float32 of the training split, broadcastable to one sample; None if not standardizing.
 
         Per feature, shape (F,), for rows; per channel, shape (C, 1, ..., 1), for images. ``std`` is
-        clamped to >= 1e-6 so constant features do not divide by zero.
+        clamped to >= 1e-6 so constant features do not divide by zero. None for tables: their
+        :attr:`preprocessing` standardizes.
         """
         stats = self._prepare().normalization
         return None if stats is None else (stats[0].clone(), stats[1].clone())
+
+    @property
+    def preprocessing(self) -> dict | None:
+        """A table's fitted spec (:func:`focalmix.preprocessing.fit_spec`, training split); else None."""
+        self._prepare()
+        return copy.deepcopy(self._spec)
+
+    @property
+    def predict_ids(self) -> pd.DataFrame | None:
+        """The ``id_columns`` of the rows to predict, indexed by each row's ``"index"``; None without ids."""
+        ds = self._dataset("predict")
+        split = "predict" if self.predict_source is not None else "test"
+        if split == "test" and self.test_source is None and self.test_fraction == 0:
+            split = "val"
+        ids = self._ids.get(split, self._prepare().raw.ids)
+        if ids is None:
+            return None
+        rows = np.arange(len(ids)) if ds.indices is None else ds.indices
+        return ids.iloc[rows].set_axis(rows)
 
     @property
     def class_counts(self) -> list[int]:

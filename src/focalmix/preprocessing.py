@@ -92,7 +92,7 @@ def fit_spec(
     if not features:
         raise ValueError("`feature_columns` must name at least one column, got an empty list.")
     categorical = set(_str_list(categorical_columns or [], "categorical_columns"))
-    _check_options(missing, max_categories, standardize)
+    check_options(missing, max_categories, standardize)
     absent = [c for c in [*features, *sorted(categorical)] if c not in frame.columns]
     if absent:
         raise ValueError(f"columns {absent} not found in {name}; columns are: {list(frame.columns)}.")
@@ -260,7 +260,30 @@ def _refuse_nan(frame: pd.DataFrame, columns: list[str], name: str) -> None:
         )
 
 
-def _check_options(missing: Any, max_categories: Any, standardize: Any) -> None:
+def check_roles(target: str | list[str], **roles: list[str] | None) -> None:
+    """Refuse a column named in two roles (``target``, ``feature_columns``, ``id_columns``, ...).
+
+    ``categorical_columns`` may repeat ``feature_columns`` (it is a property of features, not a role).
+
+    Example:
+        >>> check_roles("y", id_columns=["y"])
+        Traceback (most recent call last):
+        ...
+        ValueError: column 'y' is named in both `target` and `id_columns`; give each column one role.
+    """
+    seen: dict[str, str] = {}
+    all_roles = {"target": [target] if isinstance(target, str) else target, **roles}
+    for role, names in all_roles.items():
+        for n in names or []:
+            other = seen.setdefault(n, role)
+            if other != role and {other, role} != {"feature_columns", "categorical_columns"}:
+                raise ValueError(
+                    f"column {n!r} is named in both `{other}` and `{role}`; give each column one role."
+                )
+
+
+def check_options(missing: Any, max_categories: Any, standardize: Any) -> None:
+    """Validate the preprocessing options of :func:`fit_spec` (and the datamodule's)."""
     if missing not in MISSING:
         raise ValueError(f"`missing` must be one of {MISSING}, got {missing!r}.")
     if isinstance(max_categories, bool) or not isinstance(max_categories, int):
