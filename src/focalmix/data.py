@@ -354,9 +354,10 @@ class FocalMixDataModule(pl.LightningDataModule):
     def _stats(self, raw: RawData, splits: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor] | None:
         if raw.frame is not None:  # a table: the model standardizes through the spec, fitted on train rows
             if self._spec is None:
+                # missing='error' is enforced by _encode over every row, with the file's name
                 self._spec = _prep.fit_spec(
                     raw.frame.iloc[splits["train"]], raw.feature_names, self.categorical_columns,
-                    self.missing, self.max_categories, self.standardize, f"the training rows of {raw.name}",
+                    "impute", self.max_categories, self.standardize, f"the training rows of {raw.name}",
                 )  # fmt: skip
                 self.hparams["preprocessing"] = copy.deepcopy(self._spec)  # checkpoints carry it
             self._encode(raw)
