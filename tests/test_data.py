@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from focalmix.data import FocalMixDataModule
 from focalmix.datasets import ArrayDataset, passthrough_collate
+from focalmix.preprocessing import encode_frame
 
 
 def _frame(n=60, seed=0, labels=("no", "yes"), weights=None):
@@ -439,3 +440,144 @@ def test_bad_arrays(tmp_path):
         FocalMixDataModule(_npy_dir(tmp_path, np.ones((20, 2)), None))
     np.savez(tmp_path / "nolabels.npz", x=np.ones((20, 2)))
     _fails("nolabels.npz has no labels", source=str(tmp_path / "nolabels.npz"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables with categories, gaps and keys
+
+
+def _raw_table(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "id": [f"row{i}" for i in range(n)],
+            "num": rng.normal(size=n),
+            "color": rng.choice(["red", "blue", "green"], n),
+            "member": rng.choice([True, False], n),
+            "gap": rng.normal(5, 2, n),
+            "label": rng.choice(["no", "yes"], n, p=[0.7, 0.3]),
+        }
+    )
+    df.loc[rng.random(n) < 0.2, "gap"] = np.nan
+    df.loc[rng.random(n) < 0.1, "color"] = None
+    return df
+
+
+def test_table_with_categories_booleans_and_gaps(tmp_path):
+    df = _raw_table()
+    dm = FocalMixDataModule(_csv(tmp_path, df), id_columns=["id"], batch_size=16)
+    assert dm.feature_names == ["num", "color", "member", "gap"] and dm.input_shape == (4,)
+    assert dm.normalization is None  # the spec standardizes, inside the model
+    spec = dm.preprocessing
+    assert [c["kind"] for c in spec["columns"]] == ["numeric", "categorical", "categorical", "numeric"]
+    assert dm.hparams["preprocessing"] == spec  # so a checkpoint carries it
+    train = df.iloc[dm.split_indices["train"]]
+    assert spec["columns"][3]["median"] == pytest.approx(train["gap"].median(), rel=1e-6)
+    assert spec["columns"][1]["categories"] == sorted(train["color"].dropna().unique())
+    batch = _batch(dm.train_dataloader())
+    assert batch["x"].shape == (16, 4) and batch["x"].dtype == torch.float32
+    x = dm._dataset("train").x.numpy()
+    np.testing.assert_array_equal(np.isnan(x[:, 3]), df["gap"].isna().to_numpy())
+    codes = pd.Categorical(df["color"], categories=spec["columns"][1]["categories"]).codes + 1
+    np.testing.assert_array_equal(x[:, 1], codes)
+    # given back (from a checkpoint), the spec is used as is, not refitted
+    again = FocalMixDataModule(_csv(tmp_path, df, "other.csv"), id_columns=["id"], preprocessing=spec)
+    assert again.preprocessing == spec
+
+
+def test_predict_with_ids_reordered_columns_and_unseen_category(tmp_path):
+    df = _raw_table()
+    new = df.drop(columns="label").iloc[::-1].reset_index(drop=True)
+    new.loc[0, "color"] = "ultraviolet"  # never seen in training
+    new = new[["gap", "id", "member", "color", "num"]].assign(note="free text")
+    dm = FocalMixDataModule(
+        _csv(tmp_path, df), predict_source=_csv(tmp_path, new, "new.csv"), id_columns=["id"], batch_size=16
+    )
+    with pytest.warns(UserWarning, match=r"new.csv: ignoring columns \['note'\]"):
+        batches = list(dm.predict_dataloader())
+    index = torch.cat([b["index"] for b in batches]).numpy()
+    assert sorted(index.tolist()) == list(range(len(new)))  # every row once
+    x = torch.cat([b["x"] for b in batches]).numpy()
+    assert x[0, 1] == 0.0  # unseen -> unknown
+    expected = encode_frame(new, dm.preprocessing)
+    np.testing.assert_array_equal(x, expected[index])
+    ids = dm.predict_ids
+    assert ids.columns.tolist() == ["id"] and ids.loc[index, "id"].tolist() == new["id"][index].tolist()
+    # default prediction data (the val split here) carries the source's ids for those rows
+    plain = FocalMixDataModule(_csv(tmp_path, df), id_columns=["id"])
+    rows = plain.split_indices["val"]
+    assert plain.predict_ids["id"].tolist() == df["id"][rows].tolist()
+    assert plain.predict_ids.index.tolist() == rows.tolist()
+
+
+def test_table_arguments_and_from_dataframe(tmp_path):
+    df = _raw_table()
+    path = _csv(tmp_path, df)
+    dm = FocalMixDataModule(
+        path, drop_columns=["id", "member"], categorical_columns=["num"], max_categories=100
+    )
+    assert dm.feature_names == ["num", "color", "gap"] and dm.predict_ids is None
+    assert dm.preprocessing["columns"][0]["kind"] == "categorical"
+    frame = FocalMixDataModule.from_arrays(df.drop(columns="label"), df["label"], id_columns=["id"])
+    assert frame.feature_names == ["num", "color", "member", "gap"] and frame.preprocessing is not None
+    bad = [
+        (dict(id_columns=["label"]), ValueError, "'label' is named in both `target` and `id_columns`"),
+        (dict(id_columns=["id"], drop_columns=["id"]), ValueError, "both `id_columns` and `drop_columns`"),
+        (dict(id_columns="id"), TypeError, "`id_columns` must be a list"),
+        (dict(max_categories=0), ValueError, "`max_categories` must be >= 1, got 0"),
+        (dict(missing="drop"), ValueError, r"`missing` must be one of \('impute', 'error'\)"),
+        (dict(preprocessing={"columns": 1}), TypeError, "`preprocessing` must be a dict with a 'columns'"),
+    ]
+    for kwargs, error, match in bad:
+        with pytest.raises(error, match=match):
+            FocalMixDataModule(path, **kwargs)
+    with pytest.raises(ValueError, match=r"\['id_columns'\] apply to tables.*source='digits'"):
+        FocalMixDataModule("digits", id_columns=["id"])
+    _fails(
+        r"columns \['key'\] \(of .*`id_columns`.*\) not found in data.csv", source=path, id_columns=["key"]
+    )
+
+
+@pytest.mark.parametrize("variant", ["bom", "semicolon", "tab", "pipe", "unicode"])
+def test_csv_dialects(tmp_path, variant):
+    df = _raw_table(n=40).drop(columns="id")
+    sep = {"semicolon": ";", "tab": "\t", "pipe": "|"}.get(variant, ",")
+    if variant == "unicode":
+        df = df.rename(columns={"num": "größe (cm)", "color": " Farbe ", "gap": "日本"})
+    text = df.to_csv(index=False, sep=sep, decimal="," if sep == ";" else ".")
+    path = tmp_path / "d.csv"
+    path.write_bytes(text.encode("utf-8-sig" if variant == "bom" else "utf-8"))
+    dm = FocalMixDataModule(str(path))
+    assert dm.feature_names == [c for c in df.columns if c != "label"]
+    if sep != ";":  # decimal commas are read as text by pandas: a categorical column, still no error
+        assert dm.preprocessing["columns"][0]["kind"] == "numeric"
+    assert len(list(dm.train_dataloader())) > 0
+
+
+def test_hostile_files_raise_one_clear_error(tmp_path):
+    def write(name, data):
+        (tmp_path / name).write_bytes(data)
+        return str(tmp_path / name)
+
+    full = _raw_table(n=40).to_csv(index=False).encode()
+    cases = [
+        (write("cut.csv", full[: full.rfind(b",")]), r"cut.csv looks truncated: its last line has \d of 6"),
+        (write("quote.csv", b'a,label\n1,"no\n2,yes\n'), r"could not read quote.csv as a comma-separated"),
+        (
+            write("dup.csv", b"a,b,a,label\n1,2,3,no\n4,5,6,yes\n"),
+            r"column names \['a'\] appear more than once",
+        ),
+        (
+            write("noname.csv", b"a,,label\n1,2,no\n3,4,yes\n"),
+            r"columns \[2\] \(1-based\) of noname.csv have no name",
+        ),
+        (
+            write("wide.csv", b"a,label\n1,no,3\n2,yes,4\n"),
+            r"could not read wide.csv.*more fields than the header",
+        ),
+        (write("latin.csv", "a,label\n1,caf\xe9\n2,no\n".encode("latin-1")), r"latin.csv is not UTF-8 text"),
+        (write("cut.parquet", b"PAR1\x00\x01garbage"), r"could not read cut.parquet as Parquet"),
+    ]
+    for path, match in cases:
+        with pytest.raises(ValueError, match=match):
+            FocalMixDataModule(path).setup()
