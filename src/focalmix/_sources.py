@@ -237,13 +237,16 @@ def _read_csv(path: Path) -> pd.DataFrame:
         text = head.decode("utf-8-sig", errors="strict" if len(head) < _SNIFF_BYTES else "ignore")
     except UnicodeDecodeError as e:
         raise ValueError(_not_utf8(path, e)) from e
-    lines = text.splitlines(keepends=True)
-    sample = "".join(lines[:-1] if len(lines) > 1 and len(head) == _SNIFF_BYTES else lines)
+    cut = text.rfind("\n") + 1 if len(head) == _SNIFF_BYTES else 0
+    sample = text[:cut] or text  # whole lines only
     try:
         sep = csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
     except csv.Error:  # one column, or too few lines to tell
         sep = ","
-    header = next(csv.reader(io.StringIO(sample), delimiter=sep), [])
+    try:
+        header = next(csv.reader(io.StringIO(sample, newline=""), delimiter=sep), [])
+    except csv.Error as e:
+        raise ValueError(f"could not read the header of {path.name} ({e}); check the first line.") from e
     _check_names(header, path.name)
     try:
         with warnings.catch_warnings():
