@@ -67,7 +67,8 @@ def fit_platt(
             f"{tuple(target.shape)}."
         )
     with torch.inference_mode(False), torch.enable_grad():
-        z = logits.detach().to(torch.float64, copy=True).reshape(logits.shape[0], -1)  # (N, C)
+        z = logits.detach().to(torch.float64, copy=True)
+        z = z.unsqueeze(1) if z.ndim == 1 else z  # (N, C)
         t = target.detach().to(device=z.device, dtype=torch.float64, copy=True).reshape(z.shape)
         if t.numel() and bool(((t < 0) | (t > 1)).any()):
             raise ValueError("`target` values must be in [0, 1] (0/1 labels).")
