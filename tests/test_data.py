@@ -531,7 +531,7 @@ def test_table_arguments_and_from_dataframe(tmp_path):
     for kwargs, error, match in bad:
         with pytest.raises(error, match=match):
             FocalMixDataModule(path, **kwargs)
-    with pytest.raises(ValueError, match=r"\['id_columns'\] apply to tables.*source='digits'"):
+    with pytest.raises(ValueError, match=r"\['id_columns'\] apply to tables.*the source is not one"):
         FocalMixDataModule("digits", id_columns=["id"])
     _fails(
         r"columns \['key'\] \(of .*`id_columns`.*\) not found in data.csv", source=path, id_columns=["key"]

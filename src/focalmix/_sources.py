@@ -70,7 +70,9 @@ def check_bool(value: Any, name: str) -> bool:
     return value
 
 
-def check_str_list(value: Any, name: str) -> list[str]:
+def check_str_list(value: Any, name: str, optional: bool = False) -> list[str] | None:
+    if optional and value is None:
+        return None
     if (
         isinstance(value, str)
         or not isinstance(value, Sequence)
@@ -80,6 +82,54 @@ def check_str_list(value: Any, name: str) -> list[str]:
     if not value:
         raise ValueError(f"`{name}` must name at least one column, got an empty list.")
     return list(value)
+
+
+def check_target(
+    target: Any, task: Any, positive_class: Any, balanced_sampling: Any, tasks: tuple[str, ...]
+) -> str | list[str]:
+    """Validate ``target`` with the arguments that depend on it; return it (a list means multilabel)."""
+    target = target if isinstance(target, str) else check_str_list(target, "target")
+    if isinstance(target, list) and len(target) < 2:
+        raise ValueError(
+            f"a list `target` means multilabel and needs >= 2 columns, got {target}; "
+            "pass a single column name as a string for binary or multiclass."
+        )
+    if task is not None and task not in tasks:
+        raise ValueError(f"`task` must be one of {tasks} or None, got {task!r}.")
+    multilabel = isinstance(target, list) or task == "multilabel"
+    if positive_class is not None and (multilabel or not isinstance(positive_class, (int, str))):
+        raise ValueError(
+            f"`positive_class` must be an int or str label of a single-target task, "
+            f"got {positive_class!r} with target={target!r}, task={task!r}."
+        )
+    if balanced_sampling is True and multilabel:
+        raise ValueError(
+            "`balanced_sampling` needs a binary or multiclass task; multilabel rows have no "
+            "single class to weight. Set balanced_sampling=False."
+        )
+    return target
+
+
+def check_split(val_fraction: Any, test_fraction: Any) -> tuple[float, float]:
+    val, test = check_fraction(val_fraction, "val_fraction"), check_fraction(test_fraction, "test_fraction")
+    if val + test >= 1:
+        raise ValueError(
+            f"`val_fraction` + `test_fraction` must be < 1 to leave training rows, got {val} + {test}."
+        )
+    return val, test
+
+
+def check_synthetic(rows: Any, features: Any, classes: Any, positive_fraction: Any) -> dict[str, Any]:
+    return {
+        "rows": check_int(rows, "synthetic_rows", 4),
+        "features": check_int(features, "synthetic_features", 1),
+        "classes": check_int(classes, "synthetic_classes", 2),
+        "positive_fraction": check_fraction(positive_fraction, "synthetic_positive_fraction", low_open=True),
+    }
+
+
+def is_table(source: object) -> bool:
+    return str(source).lower().endswith(TABLE_SUFFIXES)
 
 
 def check_source(source: object, arg: str, need_labels: bool) -> None:
@@ -462,6 +512,40 @@ def encode_labels(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
             f"classes are {classes.tolist()}. Remove those rows or add them to the training data."
         )
     return idx.astype(np.int64)
+
+
+def single_label_task(counts: np.ndarray, names: list[str], task: str | None, name: str) -> str:
+    """The task of single-label data with these class counts (``task``: the user's choice, or None)."""
+    if task == "multilabel":
+        raise ValueError(
+            f"task='multilabel' needs several 0/1 target columns, but {name} has a single "
+            "label per row; pass `target` as a list of columns or drop `task`."
+        )
+    if (counts > 0).sum() < 2:
+        raise ValueError(
+            f"the training data ({name}) has a single class {names[int(counts.argmax())]!r}; "
+            "a classifier needs rows of at least two classes."
+        )
+    task = task or ("binary" if len(names) == 2 else "multiclass")
+    if task == "binary" and len(names) > 2:
+        raise ValueError(
+            f"task='binary' but {name} has {len(names)} classes {names}; use "
+            "task='multiclass', or positive_class=<label> for a one-vs-rest binary task."
+        )
+    return task
+
+
+def train_class_counts(train_codes: np.ndarray, counts: np.ndarray, names: list[str]) -> np.ndarray:
+    """Rows per class in the training split; a class without any raises."""
+    train_counts = np.bincount(train_codes, minlength=len(names))
+    if (train_counts == 0).any():
+        empty = [n for n, c in zip(names, train_counts, strict=True) if c == 0]
+        raise ValueError(
+            f"classes {empty} have no training rows after the split; class counts are "
+            f"{dict(zip(names, counts.tolist(), strict=True))}. Lower `val_fraction`/`test_fraction` "
+            "or add data."
+        )
+    return train_counts
 
 
 def check_multilabel(y: np.ndarray, name: str) -> np.ndarray:

@@ -8,9 +8,8 @@ Batches are dicts (``B`` rows, ``S`` = ``input_shape``):
   ``index`` is the row's position in its source, so a writer can restore input order under DDP.
 
 Features are raw: the datamodule only measures standardization statistics (:attr:`normalization`),
-the model applies them, so a checkpoint alone predicts correctly on raw rows. Tables (CSV, Parquet, a
-DataFrame) get a fitted :attr:`preprocessing` spec instead: their rows become one float per column
-(category codes for categorical columns, NaN kept) and the model's encoder does the rest.
+the model applies them, so a checkpoint alone predicts correctly on raw rows. Tables get a fitted
+:attr:`preprocessing` spec instead (one float per column: values with NaN, or category codes).
 """
 
 from __future__ import annotations
@@ -51,7 +50,6 @@ class _Prepared:
     code_of: np.ndarray | None  # raw class index -> coded class (one-vs-rest changes it)
     class_counts: list[int]
     normalization: tuple[torch.Tensor, torch.Tensor] | None
-    spec: dict | None = None  # tables: the fitted preprocessing
 
 
 class FocalMixDataModule(pl.LightningDataModule):
@@ -76,24 +74,19 @@ class FocalMixDataModule(pl.LightningDataModule):
     (label 1.0) is ``class_names[1]``, the larger after sorting; ``positive_class=k`` instead makes
     ``k`` the positive class of a one-vs-rest task with ``class_names == ["not_k", "k"]``.
 
-    Tables may hold text, boolean and categorical columns and gaps: a spec fitted on the training split
-    (:mod:`focalmix.preprocessing`) codes categories (unseen ones as "unknown") and keeps NaN, which the
-    model imputes with the training median plus a missing-indicator. CSVs may be ``,``/``;``/tab/``|``
-    separated, with or without a UTF-8 BOM. Val/test/predict tables are matched to the training columns
-    by name: absent feature columns raise, extra columns are ignored with one warning (the same for all
-    three), and a predict table's ``id_columns`` are kept for the predictions CSV (:attr:`predict_ids`).
+    Tables may hold text/boolean/categorical columns and gaps: a :attr:`preprocessing` spec fitted on the
+    training split codes categories (unseen: "unknown") and keeps NaN for the model to impute. Val/test/
+    predict tables are matched by column name: absent features raise, extra columns are ignored with one
+    warning, and a predict table's ``id_columns`` go to the predictions CSV (:attr:`predict_ids`).
 
     Metadata (``num_features``, ``num_classes``, ``task``, ``class_names``, ``feature_names``,
     ``normalization``, ...) is readable right after ``__init__``: the first access reads the source
     once, deterministically, and ``setup`` reuses it. Argument values are checked in ``__init__``.
 
-    DDP: train batches use Lightning's automatic ``DistributedSampler`` (or its wrapper around the
-    balanced sampler, which draws the same sequence on every rank). Val/test loaders get Lightning's
-    ``UnrepeatedDistributedSampler``, which Lightning does not replace, so every sample is counted
-    exactly once (ranks may differ by one sample and one batch: log val metrics per epoch, not with
-    per-step ``sync_dist``). Predict loaders are sharded without padding by Lightning itself. A split
-    smaller than the world size falls back to Lightning's padding sampler (duplicates counted twice);
-    with ``Trainer(use_distributed_sampler=False)`` the loaders are left unsharded for you to handle.
+    DDP: train batches use Lightning's ``DistributedSampler`` (or its wrapper around the balanced
+    sampler, which draws the same sequence on every rank); val/test loaders ``UnrepeatedDistributedSampler``
+    (every sample counted once; log val metrics per epoch); predict loaders are sharded without padding.
+    A split smaller than the world size falls back to padding; ``use_distributed_sampler=False``: unsharded.
 
     Args:
         source: built-in name (``"breast_cancer"`` default, ``"digits"``, ``"synthetic"``) or a path.
@@ -119,8 +112,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         synthetic_classes: classes of ``"synthetic"``, >= 2, default 2.
         synthetic_positive_fraction: share of rows in the last ``"synthetic"`` class (the positive
             class when binary; the other classes share the rest), in (0, 1), default 0.5.
-        categorical_columns: table columns coded as categories though numeric (e.g. integer codes);
-            text, boolean and pandas categorical columns always are. Default None.
+        categorical_columns: numeric table columns to code as categories (text/boolean ones always are).
         max_categories: most levels a categorical column may have (more raises), >= 1, default 100.
         missing: ``"impute"`` (default: NaN -> training median + indicator) or ``"error"`` (refuse NaN).
         id_columns: table key columns: not features, copied in front of the predictions. Default None.
@@ -130,8 +122,8 @@ class FocalMixDataModule(pl.LightningDataModule):
     Raises:
         TypeError: an argument of the wrong type.
         ValueError: a value out of range, an unknown file suffix, or (on first data access) bad data:
-            missing target column, non-numeric or non-finite features, NaN labels, one class only,
-            an impossible stratified split, unseen classes or mismatched features in val/test/predict.
+            a damaged file, missing columns, infinite values, NaN labels, one class only, too many
+            categories, an impossible stratified split, unseen classes in val/test.
         FileNotFoundError: a source path that does not exist.
 
     Example:
@@ -184,78 +176,34 @@ class FocalMixDataModule(pl.LightningDataModule):
                 _sources.check_source(src, arg, need_labels=True)
         if predict_source is not None:
             _sources.check_source(predict_source, "predict_source", need_labels=False)
-        self.target = target if isinstance(target, str) else _sources.check_str_list(target, "target")
-        if isinstance(target, list) and len(target) < 2:
-            raise ValueError(
-                f"a list `target` means multilabel and needs >= 2 columns, got {target}; "
-                "pass a single column name as a string for binary or multiclass."
-            )
-        self.feature_columns = (
-            None if feature_columns is None else _sources.check_str_list(feature_columns, "feature_columns")
-        )
-        if task is not None and task not in TASKS:
-            raise ValueError(f"`task` must be one of {TASKS} or None, got {task!r}.")
-        multilabel = isinstance(self.target, list) or task == "multilabel"
-        if positive_class is not None and (multilabel or not isinstance(positive_class, (int, str))):
-            raise ValueError(
-                f"`positive_class` must be an int or str label of a single-target task, "
-                f"got {positive_class!r} with target={target!r}, task={task!r}."
-            )
-        self.val_fraction = _sources.check_fraction(val_fraction, "val_fraction")
-        self.test_fraction = _sources.check_fraction(test_fraction, "test_fraction")
-        if val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"`val_fraction` + `test_fraction` must be < 1 to leave training rows, got "
-                f"{val_fraction} + {test_fraction}."
-            )
+        self.target = _sources.check_target(target, task, positive_class, balanced_sampling, TASKS)
+        self.feature_columns = _sources.check_str_list(feature_columns, "feature_columns", optional=True)
+        self.val_fraction, self.test_fraction = _sources.check_split(val_fraction, test_fraction)
         self.seed = _sources.check_int(seed, "seed", 0)
         self.standardize = _sources.check_bool(standardize, "standardize")
         self.balanced_sampling = _sources.check_bool(balanced_sampling, "balanced_sampling")
-        if self.balanced_sampling and multilabel:
-            raise ValueError(
-                "`balanced_sampling` needs a binary or multiclass task; multilabel rows have no "
-                "single class to weight. Set balanced_sampling=False."
-            )
         self.batch_size = _sources.check_int(batch_size, "batch_size", 1)
         self.num_workers = _sources.check_int(num_workers, "num_workers", 0)
         self.pin_memory = _sources.check_bool(pin_memory, "pin_memory")
         self.persistent_workers = _sources.check_bool(persistent_workers, "persistent_workers")
         if persistent_workers and num_workers == 0:
             raise ValueError("`persistent_workers=True` needs `num_workers` > 0; set num_workers or drop it.")
-        self._synthetic = {
-            "rows": _sources.check_int(synthetic_rows, "synthetic_rows", 4),
-            "features": _sources.check_int(synthetic_features, "synthetic_features", 1),
-            "classes": _sources.check_int(synthetic_classes, "synthetic_classes", 2),
-            "positive_fraction": _sources.check_fraction(
-                synthetic_positive_fraction, "synthetic_positive_fraction", low_open=True
-            ),
-        }
+        self._synthetic = _sources.check_synthetic(
+            synthetic_rows, synthetic_features, synthetic_classes, synthetic_positive_fraction
+        )
         self.source, self.val_source, self.test_source = source, val_source, test_source
         self.predict_source, self.positive_class, self._task_arg = predict_source, positive_class, task
-        self._table_args(
-            categorical_columns, max_categories, missing, id_columns, drop_columns, preprocessing
-        )
+        table = self._arrays.frame is not None if self._arrays else _sources.is_table(source)
+        lists = _prep.check_table_args(
+            table, self.target, self.feature_columns, categorical_columns, id_columns, drop_columns,
+            preprocessing,
+        )  # fmt: skip
+        self.categorical_columns, self.id_columns, self.drop_columns, self._spec = lists
+        _prep.check_options(missing, max_categories, self.standardize)
+        self.max_categories, self.missing = max_categories, missing
         self._prepared: _Prepared | None = None
         self._datasets: dict[str, ArrayDataset] = {}
         self._ids: dict[str, pd.DataFrame | None] = {}
-
-    def _table_args(self, categorical, max_categories, missing, ids, drops, spec) -> None:
-        lists = {"categorical_columns": categorical, "id_columns": ids, "drop_columns": drops}
-        for arg, value in lists.items():
-            setattr(self, arg, None if value is None else _sources.check_str_list(value, arg))
-        _prep.check_options(missing, max_categories, self.standardize)
-        self.max_categories, self.missing = max_categories, missing
-        self._spec = None if spec is None else _prep.check_spec(copy.deepcopy(spec))
-        _prep.check_roles(self.target, feature_columns=self.feature_columns, **lists)
-        is_table = str(self.source).lower().endswith(_sources.TABLE_SUFFIXES) or (
-            self._arrays is not None and self._arrays.frame is not None
-        )
-        given = [a for a, v in {**lists, "preprocessing": spec}.items() if v is not None]
-        if given and not is_table:
-            raise ValueError(
-                f"{given} apply to tables (CSV/Parquet files, or a DataFrame given to from_arrays); "
-                f"source={self.source!r} is not one."
-            )
 
     @classmethod
     def from_arrays(
@@ -291,9 +239,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         raw = RawData(
             None if frame is not None else x, y, None, "the arrays given to from_arrays", frame=frame
         )
-        raw = _sources._checked(raw, need_labels=True)
         self = cls.__new__(cls)
-        self._arrays = raw
+        self._arrays = _sources._checked(raw, need_labels=True)  # fmt: skip
         cls.__init__(self, source=_ARRAYS, **kwargs)
         return self
 
@@ -312,17 +259,10 @@ class FocalMixDataModule(pl.LightningDataModule):
                 )
         else:
             raw = _sources.load_source(
-                source,
-                target=self.target,
-                feature_columns=self.feature_columns,
-                need_labels=need_labels,
-                synthetic=self._synthetic,
-                seed=self.seed,
-                stream=stream,
-                expected_features=expected,
-                id_columns=keys[0],
-                drop_columns=keys[1],
-            )
+                source, target=self.target, feature_columns=self.feature_columns, need_labels=need_labels,
+                synthetic=self._synthetic, seed=self.seed, stream=stream, expected_features=expected,
+                id_columns=keys[0], drop_columns=keys[1],
+            )  # fmt: skip
         if isinstance(raw.x, np.ndarray) and not isinstance(raw.x, np.memmap):
             raw.x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32))  # no copy if float32
         return raw
@@ -370,49 +310,18 @@ class FocalMixDataModule(pl.LightningDataModule):
         raw.x = torch.from_numpy(
             _prep.encode_frame(raw.frame, self._spec, name=raw.name, missing=self.missing)
         )
-        raw.frame = None
+        raw.frame = None  # fmt: skip
 
     def _prepare_single(self, raw: RawData, y: np.ndarray) -> _Prepared:
-        if self._task_arg == "multilabel":
-            raise ValueError(
-                f"task='multilabel' needs several 0/1 target columns, but {raw.name} has a single "
-                "label per row; pass `target` as a list of columns or drop `task`."
-            )
         raw_classes, code_of, names = _sources.class_coding(y, self.positive_class, raw.name)
         codes = code_of[np.searchsorted(raw_classes, y)]
         counts = np.bincount(codes, minlength=len(names))
-        if (counts > 0).sum() < 2:
-            raise ValueError(
-                f"the training data ({raw.name}) has a single class {names[int(counts.argmax())]!r}; "
-                "a classifier needs rows of at least two classes."
-            )
-        task = self._task_arg or ("binary" if len(names) == 2 else "multiclass")
-        if task == "binary" and len(names) > 2:
-            raise ValueError(
-                f"task='binary' but {raw.name} has {len(names)} classes {names}; use "
-                "task='multiclass', or positive_class=<label> for a one-vs-rest binary task."
-            )
+        task = _sources.single_label_task(counts, names, self._task_arg, raw.name)
         splits = self._split(codes, names)
-        train_counts = np.bincount(codes[splits["train"]], minlength=len(names))
-        if (train_counts == 0).any():
-            empty = [n for n, c in zip(names, train_counts, strict=True) if c == 0]
-            raise ValueError(
-                f"classes {empty} have no training rows after the split; class counts are "
-                f"{dict(zip(names, counts.tolist(), strict=True))}. Lower `val_fraction`/`test_fraction` "
-                "or add data."
-            )
+        train_counts = _sources.train_class_counts(codes[splits["train"]], counts, names)
         y_t = torch.from_numpy(codes.astype(np.float32) if task == "binary" else codes)
-        return _Prepared(
-            raw,
-            y_t,
-            splits,
-            task,
-            names,
-            raw_classes,
-            code_of,
-            train_counts.tolist(),
-            self._stats(raw, splits),
-        )
+        stats = self._stats(raw, splits)
+        return _Prepared(raw, y_t, splits, task, names, raw_classes, code_of, train_counts.tolist(), stats)
 
     def _prepare_multilabel(self, raw: RawData, y: np.ndarray) -> _Prepared:
         if self._task_arg not in (None, "multilabel"):
@@ -428,16 +337,9 @@ class FocalMixDataModule(pl.LightningDataModule):
         strata = y[:, 0].astype(np.int64)
         splits = self._split(strata, [f"{names[0]}=0", f"{names[0]}=1"])
         counts = y[splits["train"]].sum(axis=0).astype(np.int64).tolist()
+        stats = self._stats(raw, splits)
         return _Prepared(
-            raw,
-            torch.from_numpy(y),
-            splits,
-            "multilabel",
-            list(names),
-            None,
-            None,
-            counts,
-            self._stats(raw, splits),
+            raw, torch.from_numpy(y), splits, "multilabel", list(names), None, None, counts, stats
         )
 
     def _secondary(self, split: str, source: Any) -> ArrayDataset:
@@ -553,15 +455,10 @@ class FocalMixDataModule(pl.LightningDataModule):
     @property
     def predict_ids(self) -> pd.DataFrame | None:
         """The ``id_columns`` of the rows to predict, indexed by each row's ``"index"``; None without ids."""
-        ds = self._dataset("predict")
-        split = "predict" if self.predict_source is not None else "test"
-        if split == "test" and self.test_source is None and self.test_fraction == 0:
-            split = "val"
-        ids = self._ids.get(split, self._prepare().raw.ids)
-        if ids is None:
-            return None
-        rows = np.arange(len(ids)) if ds.indices is None else ds.indices
-        return ids.iloc[rows].set_axis(rows)
+        ds, test = self._dataset("predict"), "test" if self.test_source or self.test_fraction else "val"
+        ids = self._ids.get("predict" if self.predict_source else test, self._prepare().raw.ids)
+        rows = ds.indices if ds.indices is not None or ids is None else np.arange(len(ids))
+        return None if ids is None else ids.iloc[rows].set_axis(rows)
 
     @property
     def class_counts(self) -> list[int]:

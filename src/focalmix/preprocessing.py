@@ -260,6 +260,35 @@ def _refuse_nan(frame: pd.DataFrame, columns: list[str], name: str) -> None:
         )
 
 
+def check_table_args(
+    table: bool,
+    target: str | list[str],
+    feature_columns: list[str] | None,
+    categorical_columns: Any,
+    id_columns: Any,
+    drop_columns: Any,
+    spec: Any,
+) -> tuple[list[str] | None, list[str] | None, list[str] | None, dict | None]:
+    """The datamodule's table arguments, validated: (categorical, id, drop columns, a copy of the spec)."""
+    lists = {
+        "categorical_columns": categorical_columns,
+        "id_columns": id_columns,
+        "drop_columns": drop_columns,
+    }
+    for arg, value in lists.items():
+        if value is not None:
+            lists[arg] = _str_list(value, arg)
+    check_roles(target, feature_columns=feature_columns, **lists)
+    given = [a for a, v in {**lists, "preprocessing": spec}.items() if v]
+    if given and not table:
+        raise ValueError(
+            f"{given} apply to tables (CSV/Parquet files, or a DataFrame given to from_arrays), "
+            "and the source is not one."
+        )
+    spec = None if spec is None else check_spec(copy.deepcopy(spec))
+    return lists["categorical_columns"], lists["id_columns"], lists["drop_columns"], spec
+
+
 def check_roles(target: str | list[str], **roles: list[str] | None) -> None:
     """Refuse a column named in two roles (``target``, ``feature_columns``, ``id_columns``, ...).
 
