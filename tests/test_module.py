@@ -332,3 +332,80 @@ def test_a_warmup_of_exactly_one_step_does_not_divide_by_zero(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0)
     trainer.fit(model, _loaders()[0])
     assert trainer.global_step == 10
+
+
+def _overconfident_fit(tmp_path, task, num_classes, **kwargs):
+    """A model fitted with a large learning rate on noisy labels: over-confident, so calibration moves."""
+    train, val = _loaders(n=192, task=task, num_classes=num_classes, seed=3)
+    model = FocalMixClassifier(
+        task=task, num_classes=num_classes, num_features=6, learning_rate=3e-2, dropout=0.0, **kwargs
+    )
+    trainer = quiet_trainer(tmp_path, max_epochs=4)
+    trainer.fit(model, train, val)
+    return model.eval(), trainer, val
+
+
+@pytest.mark.parametrize("task, num_classes", [("binary", 2), ("multiclass", 4), ("multilabel", 3)])
+def test_calibration_is_fitted_and_keeps_the_ranking(tmp_path, task, num_classes):
+    from sklearn.metrics import roc_auc_score
+
+    model, trainer, val = _overconfident_fit(tmp_path, task, num_classes)
+    assert not torch.equal(model.calibration_scale, torch.ones_like(model.calibration_scale))
+    for key in ("val/ece", "val/ece_uncalibrated", "val/brier"):
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    x, y = val.dataset.tensors
+    with torch.no_grad():
+        calibrated, raw = model.predict_proba(x), model.predict_proba(x, calibrated=False)
+    assert not torch.allclose(calibrated, raw)
+    if task == "multiclass":  # one temperature: the argmax never moves
+        assert torch.equal(calibrated.argmax(-1), raw.argmax(-1))
+    else:  # Platt with a > 0 is monotone per output: AUROC identical
+        y2, c2, r2 = (t.reshape(len(x), -1).numpy() for t in (y, calibrated, raw))
+        for j in range(y2.shape[1]):
+            assert roc_auc_score(y2[:, j], c2[:, j]) == roc_auc_score(y2[:, j], r2[:, j])
+
+
+def test_calibration_and_threshold_round_trip_through_the_checkpoint(tmp_path):
+    model, trainer, val = _overconfident_fit(tmp_path, "binary", 2)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = FocalMixClassifier.load_from_checkpoint(path).eval()
+    assert torch.equal(loaded.calibration_scale, model.calibration_scale)
+    assert torch.equal(loaded.calibration_bias, model.calibration_bias)
+    x = val.dataset.tensors[0]
+    with torch.no_grad():
+        assert_close(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_the_threshold_is_chosen_on_calibrated_probabilities(tmp_path):
+    from sklearn.metrics import f1_score
+
+    model, trainer, val = _overconfident_fit(tmp_path, "binary", 2)
+    x, y = val.dataset.tensors
+    with torch.no_grad():
+        probs = model.predict_proba(x)
+    # the oracle: scikit-learn's F1 of the calibrated probabilities at every grid threshold
+    grid = torch.linspace(0, 1, 201)
+    f1 = [f1_score(y.numpy(), (probs >= t).numpy(), zero_division=0) for t in grid]
+    assert f1_score(y.numpy(), (probs >= model.threshold).numpy()) == pytest.approx(max(f1))
+    assert trainer.callback_metrics["val/f1"].item() == pytest.approx(max(f1), abs=1e-6)
+
+
+def test_calibration_none_keeps_the_identity(tmp_path):
+    model, _, _ = _overconfident_fit(tmp_path, "binary", 2, calibration="none")
+    assert model.calibration_scale.item() == 1.0 and model.calibration_bias.item() == 0.0
+
+
+def test_brier_score_matches_scikit_learn():
+    from sklearn.metrics import brier_score_loss
+
+    from focalmix.metrics import brier_score
+
+    g = torch.Generator().manual_seed(0)
+    p, y = torch.rand(50, generator=g), torch.randint(0, 2, (50,), generator=g)
+    assert brier_score(p, y, "binary").item() == pytest.approx(brier_score_loss(y.numpy(), p.numpy()))
+    pm = torch.softmax(torch.randn(50, 4, generator=g), -1)
+    ym = torch.randint(0, 4, (50,), generator=g)
+    onehot = torch.nn.functional.one_hot(ym, 4).numpy()
+    expected = ((pm.numpy() - onehot) ** 2).sum(1).mean()  # Brier's (1950) multi-category score
+    assert brier_score(pm, ym, "multiclass").item() == pytest.approx(expected, rel=1e-6)

@@ -12,6 +12,7 @@ import torchmetrics
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from focalmix import calibration as fm_calibration
 from focalmix import metrics as fm_metrics
 from focalmix.backbones import build_backbone, feature_size
 from focalmix.faults import capture_rng_state, restore_rng_state
@@ -185,7 +186,7 @@ class FocalMixClassifier(pl.LightningModule):
 
     def calibrate_logits(self, logits: Tensor) -> Tensor:
         """Apply the fitted calibration: ``logits * calibration_scale + calibration_bias``."""
-        return logits.float() * self.calibration_scale + self.calibration_bias
+        return fm_calibration.apply_calibration(logits.float(), self.calibration_scale, self.calibration_bias)
 
     def _to_probs(self, logits: Tensor) -> Tensor:
         logits = logits.float()
@@ -291,10 +292,6 @@ class FocalMixClassifier(pl.LightningModule):
 
     def _fit_calibration(self, logits: Tensor, target: Tensor) -> None:
         """Fit Platt scaling or a temperature on this epoch's validation logits (float64 L-BFGS)."""
-        try:  # TEMP while calibration.py is being written: top-level import once it lands
-            from focalmix import calibration as fm_calibration
-        except ImportError:
-            return
         method = self._calibration_method()
         if method == "none":
             return
@@ -307,7 +304,7 @@ class FocalMixClassifier(pl.LightningModule):
             scale, bias = fm_calibration.fit_temperature(logits, target.long())
         self.calibration_scale.copy_(scale.reshape(self.calibration_scale.shape))
         self.calibration_bias.copy_(bias.reshape(self.calibration_bias.shape))
-        if bool((self.calibration_scale == 1).all() and (self.calibration_bias == 0).all()):
+        if fm_calibration.is_identity(self.calibration_scale, self.calibration_bias):
             self._say_once(
                 "calibration",
                 "focalmix: the validation split cannot calibrate the probabilities (one class only, or too"
