@@ -80,6 +80,8 @@ def main(case: str, out: Path) -> None:
         result["stopped_epoch"] = t.current_epoch
         result["total_steps"] = t.lr_scheduler_configs[0].scheduler.total_steps
         result["max_lr"] = t.optimizers[0].param_groups[0]["max_lr"]
+        result["calibration"] = [model.calibration_scale.tolist(), model.calibration_bias.tolist()]
+        result["threshold"] = float(model.threshold)
         result["val"] = {
             k: float(v) for k, v in t.validate(model, datamodule=data(), verbose=False)[0].items()
         }

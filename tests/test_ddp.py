@@ -94,6 +94,22 @@ def test_metrics_equal_on_every_rank_and_to_one_process(fitted, tmp_path):
         assert r0["val"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
 
 
+def test_calibration_is_equal_on_every_rank_and_to_one_process(fitted):
+    from focalmix.calibration import fit_platt
+
+    r0, r1 = ranks(fitted, "fit")
+    assert r0["calibration"] == r1["calibration"] and r0["threshold"] == r1["threshold"]
+    assert r0["calibration"] != [1.0, 0.0]  # fitted, not the identity it starts from
+    # one process, the same weights and the same validation rows: the same Platt fit
+    model = FocalMixClassifier.load_from_checkpoint(fitted / "ckpt" / "last.ckpt").eval()
+    batches = list(run.data().val_dataloader())
+    x, y = torch.cat([b["x"] for b in batches]), torch.cat([b["y"] for b in batches])
+    with torch.no_grad():
+        scale, bias = fit_platt(model(x), y)
+    assert [scale.item(), bias.item()] == pytest.approx(r0["calibration"], rel=1e-4, abs=1e-5)
+    assert [model.calibration_scale.item(), model.calibration_bias.item()] == r0["calibration"]
+
+
 def test_mixup_differs_across_ranks_and_repeats_for_a_seed(fitted):
     r0, r1 = ranks(fitted, "fit")
     assert r0["mixup_seed"] != r1["mixup_seed"] and r0["first_perm"] != r1["first_perm"]
