@@ -400,7 +400,11 @@ def open_study(url: str, name: str, direction: str, sampler: BaseSampler, pruner
             # a heartbeat lets the next worker mark trials of a killed process failed instead of running
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+                # SQLite: wait for a busy writer (another worker) up to 60 s instead of pysqlite's 5 s
+                engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+                storage = optuna.storages.RDBStorage(
+                    url, engine_kwargs=engine, heartbeat_interval=60, grace_period=180
+                )
             study = optuna.create_study(
                 storage=storage,
                 study_name=name,
