@@ -136,6 +136,7 @@ def write_report(
         )
     if task == "binary":
         table = threshold_table(y.numpy(), p.numpy(), threshold)
+        table.insert(0, "", np.where(table["threshold"] == threshold, "decision", ""))
         sections += [f"<h2>Thresholds (decision threshold {threshold:.4g})</h2>", _frame_html(table)]
     if task == "multilabel":
         sections += ["<h2>Confusion counts per label at 0.5</h2>", _frame_html(_label_counts(names, y, p))]
