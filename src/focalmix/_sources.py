@@ -443,12 +443,13 @@ def _secondary_features(
 ) -> list[str]:
     """Training's feature columns, found by name; absent ones raise, extra ones are ignored (one warning)."""
     absent = [c for c in expected if c not in cols]
-    if absent:
-        raise ValueError(
-            f"{name} lacks feature columns {absent} that the model was trained on; add them (empty where "
-            f"unknown). Training's feature columns are {expected}."
-        )
     extra = [c for c in cols if c not in expected and c not in not_features]
+    if absent:
+        renamed = f"; it has other columns {extra} (renamed?)" if extra else ""
+        raise ValueError(
+            f"{name} lacks feature columns {absent} that the model was trained on{renamed}. Add them (empty "
+            f"where unknown); training's feature columns are {expected}."
+        )
     if extra and warn_extra:
         _warn(
             f"{name}: ignoring columns {extra}, which are not features of the model (name keys in "
