@@ -83,7 +83,7 @@ def prepare_sets(names: list[str], folder: Path) -> dict[str, dict[str, Any]]:
         frame.to_csv(raw_csv, index=False)
         cats = categorical_columns(name, frame, target)
         dm_kwargs: dict[str, Any] = dict(source=str(raw_csv), target=target, positive_class=positive)
-        if _datamodule_accepts("categorical_columns"):
+        if cats and _datamodule_accepts("categorical_columns"):
             dm_kwargs["categorical_columns"] = cats
         mode = "datamodule (raw table)"
         try:
