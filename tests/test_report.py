@@ -13,7 +13,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import CSVLogger
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
 from torchmetrics.classification import BinaryCalibrationError, MulticlassCalibrationError
 
 from focalmix import report
@@ -141,8 +148,10 @@ def test_binary_report(tmp_path):
     )
     text = _check_files(out, path, {"roc_pr", "reliability", "confusion"})
     ece = BinaryCalibrationError(n_bins=15)
-    assert _shown(text, "ECE (calibrated)") == pytest.approx(float(ece(p, y.long())), rel=1e-3)
-    assert _shown(text, "ECE (uncalibrated)") == pytest.approx(float(ece(pu, y.long())), rel=1e-3)
+    assert _shown(text, "ece") == pytest.approx(float(ece(p, y.long())), rel=1e-3)
+    assert _shown(text, "ece_uncalibrated") == pytest.approx(float(ece(pu, y.long())), rel=1e-3)
+    assert _shown(text, "auroc") == pytest.approx(roc_auc_score(y, p), rel=1e-3)
+    assert _shown(text, "brier") == pytest.approx(brier_score_loss(y, p), rel=1e-3)
     assert _shown(text, "val/auroc") == 0.91
     assert "Thresholds (decision threshold 0.42)" in text and "<td>decision</td>" in text
 
@@ -165,7 +174,8 @@ def test_multiclass_and_multilabel_reports(tmp_path, task):
     assert "Thresholds" not in text
     if task == "multiclass":
         ece = MulticlassCalibrationError(num_classes=3, n_bins=15)
-        assert _shown(text, "ECE (calibrated)") == pytest.approx(float(ece(p, y)), rel=1e-3)
+        assert _shown(text, "ece") == pytest.approx(float(ece(p, y)), rel=1e-3)
+        assert _shown(text, "acc") == pytest.approx(accuracy_score(y, p.argmax(1)), rel=1e-3)
     else:
         assert "Confusion counts per label at 0.5" in text
 

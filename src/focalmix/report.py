@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from focalmix.faults import atomic_write
-from focalmix.metrics import calibration_error
+from focalmix.metrics import calibration_error, epoch_metrics
 
 TASKS = ("binary", "multiclass", "multilabel")
 _HINT = 'the report needs matplotlib: pip install "focalmix[report]"'
@@ -122,11 +122,13 @@ def write_report(
     figures = _figures(task, names, y, p, pu, threshold, metrics_csv)
     out_dir = Path(out_dir)
     sections = [f"<h1>{html.escape(title)}</h1>", f"<p>{len(y)} rows, task {task}.</p>"]
-    rows = dict(summary or {})
-    rows["ECE (calibrated)"] = _ece(task, y, p)
-    if pu is not None:
-        rows["ECE (uncalibrated)"] = _ece(task, y, pu)
-    sections.append(_html_table(rows))
+    if summary:
+        sections.append(_html_table(summary))
+    num_classes = 2 if task == "binary" else p.shape[1]
+    scores = epoch_metrics(p, p if pu is None else pu, y, task, num_classes)
+    if pu is None:
+        del scores["ece_uncalibrated"]
+    sections += ["<h2>Metrics on these rows (calibrated probabilities)</h2>", _html_table(scores)]
     for name, (caption, png) in figures.items():
         with atomic_write(out_dir / f"{name}.png") as tmp:
             tmp.write_bytes(png)
@@ -170,6 +172,9 @@ def report_from_model(
     target, probs, raw = _predict(model, loader)
     hp = model.hparams
     rows = "test rows" if has_test else "validation rows (no test split: they also chose the threshold)"
+    summary = {"calibration": hp.get("calibration", "none")}
+    if hp.task == "binary":
+        summary["decision threshold"] = float(model.threshold)
     return write_report(
         out_dir,
         task=hp.task,
@@ -180,6 +185,7 @@ def report_from_model(
         threshold=float(model.threshold) if hp.task == "binary" else None,
         metrics_csv=metrics_csv,
         title=f"focalmix report: {rows}",
+        summary=summary,
     )
 
 
@@ -347,7 +353,13 @@ def _reliability_figure(task, y, p, pu):
         ax.plot(predicted, observed, "o-", ms=4, label=f"{label} (ECE {_ece(task, y, probs):.3f})")
     what = "confidence of the top class" if task == "multiclass" else "predicted probability"
     ax.set(xlabel=what, ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left")
+    # how many rows each bin holds: a bin of three rows may sit far from the diagonal by chance alone
+    rows = ax.twinx()
+    rows.hist(conf, bins=_BINS, range=(0, 1), color="C1", alpha=0.15)
+    rows.set_ylabel("rows (calibrated)", color="grey")
+    ax.set_zorder(rows.get_zorder() + 1)  # the curves in front of the histogram
+    ax.patch.set_visible(False)
     return fig
 
 
@@ -383,7 +395,8 @@ def _label_counts(names, y, p):
 def _html_table(rows: Mapping[str, Any]) -> str:
     import pandas as pd
 
-    return _frame_html(pd.DataFrame({"metric": list(rows), "value": list(rows.values())}))
+    values = [float(v) if isinstance(v, torch.Tensor) else v for v in rows.values()]
+    return _frame_html(pd.DataFrame({"metric": list(rows), "value": values}))
 
 
 def _frame_html(frame) -> str:
