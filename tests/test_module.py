@@ -409,3 +409,28 @@ def test_brier_score_matches_scikit_learn():
     onehot = torch.nn.functional.one_hot(ym, 4).numpy()
     expected = ((pm.numpy() - onehot) ** 2).sum(1).mean()  # Brier's (1950) multi-category score
     assert brier_score(pm, ym, "multiclass").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mixup_mixes_encoded_features_not_category_codes():
+    import pandas as pd
+
+    from focalmix.preprocessing import InputEncoder, encode_frame, fit_spec
+
+    frame = pd.DataFrame({"color": ["red", "green", "blue", "red"] * 4, "size": [1.0, None, 3.0, 4.0] * 4})
+    spec = fit_spec(frame, ["color", "size"])
+    x = torch.from_numpy(encode_frame(frame, spec))
+    model = FocalMixClassifier(num_features=2, preprocessing=spec, mixup_alpha=1.0)
+    model._mixup_generator = torch.Generator().manual_seed(0)
+    model.on_train_epoch_start()
+    seen = []
+    model._logits = lambda features: seen.append(features) or features.sum(-1)
+    model.training_step({"x": x, "y": torch.zeros(16)}, 0)
+    (mixed,) = seen
+    encoded = InputEncoder(spec)(x)
+    # the oracle: the same lambda and permutation applied to the encoded rows
+    gen = torch.Generator().manual_seed(0)
+    from focalmix.mixup import mixup
+
+    expected, lam, _ = mixup(encoded, 1.0, gen)
+    assert 0 < lam < 1
+    assert_close(mixed, expected)

@@ -172,11 +172,17 @@ class FocalMixClassifier(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """Uncalibrated logits for a batch of raw inputs: (B,) for binary, (B, C) otherwise."""
+        return self._logits(self._encode(x))
+
+    def _encode(self, x: Tensor) -> Tensor:
         if self.encoder is not None:
-            x = self.encoder(x)  # (B, F_raw) -> (B, F): imputed, standardized, one-hot
-        elif self.input_mean.numel():
-            x = (x - self.input_mean) / self.input_std
-        logits = self.head(self.backbone(x))  # (B, 1) or (B, C)
+            return self.encoder(x)  # (B, F_raw) -> (B, F): imputed, standardized, one-hot
+        if self.input_mean.numel():
+            return (x - self.input_mean) / self.input_std
+        return x
+
+    def _logits(self, features: Tensor) -> Tensor:
+        logits = self.head(self.backbone(features))  # (B, 1) or (B, C)
         return logits.squeeze(-1) if self.hparams.task == "binary" else logits
 
     def predict_proba(self, x: Tensor, calibrated: bool = True) -> Tensor:
@@ -231,9 +237,10 @@ class FocalMixClassifier(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = _unpack(batch)
-        x, lam, perm = mixup(x, self.hparams.mixup_alpha, self._mixup_generator)
+        # Mix encoded features: mixing category codes or NaN would invent categories and spread gaps.
+        x, lam, perm = mixup(self._encode(x), self.hparams.mixup_alpha, self._mixup_generator)
         per_sample = functools.partial(self._criterion, reduction="none")
-        loss = mixup_loss(per_sample, self(x), y, lam, perm, per_sample=True)
+        loss = mixup_loss(per_sample, self._logits(x), y, lam, perm, per_sample=True)
         # Summed here, logged once per epoch: self.log on every step cost more than the loss itself.
         self._train_loss_sum += loss.detach() * len(x)
         self._train_count += len(x)
