@@ -260,3 +260,17 @@ def test_report_from_a_fitted_model(tmp_path, test_fraction):
     n = len(dm.split_indices["test" if test_fraction else "val"])
     assert f"<p>{n} rows, task binary.</p>" in text
     assert f"Thresholds (decision threshold {float(model.threshold):.4g})" in text
+
+
+@needs_matplotlib
+@pytest.mark.filterwarnings("ignore:.*(samples|nan|recall is undefined).*:UserWarning")
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_rows_with_a_class_missing_still_make_a_report(tmp_path, task):
+    """A small validation split can miss a class: that class gets no ROC/PR curve, the rest still do."""
+    y, p, pu = {"binary": _binary, "multiclass": _multiclass, "multilabel": _multilabel}[task](n=40, seed=10)
+    if task == "multilabel":
+        y[:, 2] = 0  # label 2 never present
+    else:
+        y = torch.ones_like(y) if task == "binary" else y.clamp(max=1)  # positives only / no class 2
+    path = write_report(tmp_path, task=task, class_names=None, target=y, probs=p, probs_uncalibrated=pu)
+    assert path.is_file() and (tmp_path / "roc_pr.png").read_bytes().startswith(PNG)
