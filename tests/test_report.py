@@ -97,8 +97,8 @@ def test_threshold_table_equals_sklearn_curves(threshold):
 
 def test_threshold_table_accepts_tensors_and_rejects_bad_input():
     y, p, _ = _binary(seed=4)
-    a, b = threshold_table(y, p, 0.4), threshold_table(y.numpy(), p.numpy(), 0.4)
-    assert a.equals(b)
+    a, b = threshold_table(y, p.clone().requires_grad_(), 0.4), threshold_table(y.numpy(), p.numpy(), 0.4)
+    assert a.equals(b) and a.equals(threshold_table(y.tolist(), p.tolist(), 0.4))
     with pytest.raises(ValueError, match=r"`threshold` must be in \[0, 1\], got 1.5"):
         threshold_table(y, p, 1.5)
     with pytest.raises(ValueError, match="`n` must be an int >= 2"):

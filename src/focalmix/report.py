@@ -206,8 +206,7 @@ def _predict(model: Any, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 def _check_predictions(task, class_names, target, probs, probs_uncalibrated):
-    y = torch.as_tensor(np.asarray(target)).long()
-    p = torch.as_tensor(np.asarray(probs)).float()
+    y, p = _tensor(target).long(), _tensor(probs).float()
     want_p = 1 if task == "binary" else 2
     want_y = 2 if task == "multilabel" else 1
     if (
@@ -222,7 +221,7 @@ def _check_predictions(task, class_names, target, probs, probs_uncalibrated):
         )
     if p.shape[0] == 0:
         raise ValueError("`target` and `probs` hold no rows: there is nothing to report.")
-    pu = None if probs_uncalibrated is None else torch.as_tensor(np.asarray(probs_uncalibrated)).float()
+    pu = None if probs_uncalibrated is None else _tensor(probs_uncalibrated).float()
     if pu is not None and pu.shape != p.shape:
         raise ValueError(
             f"`probs_uncalibrated` must be shaped like `probs` {tuple(p.shape)}, got {tuple(pu.shape)}."
@@ -234,9 +233,15 @@ def _check_predictions(task, class_names, target, probs, probs_uncalibrated):
     return y, p, pu, names
 
 
+def _tensor(values: Any) -> torch.Tensor:
+    """A CPU tensor from a tensor (any device, grad or not), an array or a list."""
+    if isinstance(values, torch.Tensor):
+        return values.detach().cpu()
+    return torch.as_tensor(np.asarray(values))
+
+
 def _binary_arrays(target: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
-    y = np.asarray(target.cpu() if isinstance(target, torch.Tensor) else target)
-    p = np.asarray(probs.cpu() if isinstance(probs, torch.Tensor) else probs).astype(np.float64)
+    y, p = _tensor(target).numpy(), _tensor(probs).double().numpy()
     if y.ndim != 1 or p.shape != y.shape:
         raise ValueError(f"`target` and `probs` must both be (N,), got {y.shape} and {p.shape}.")
     if not np.isin(y, (0, 1)).all():
