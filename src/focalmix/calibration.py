@@ -73,7 +73,7 @@ def fit_platt(
         if t.numel() and bool(((t < 0) | (t > 1)).any()):
             raise ValueError("`target` values must be in [0, 1] (0/1 labels).")
         ok = _fittable_columns(z, t)  # (C,)
-        log_a, b = torch.zeros(z.shape[1], dtype=torch.float64), torch.zeros(z.shape[1], dtype=torch.float64)
+        log_a, b = (torch.zeros(z.shape[1], dtype=torch.float64, device=z.device) for _ in range(2))
         if bool(ok.any()):
             z_ok, t_ok = z[:, ok], t[:, ok]
             if prior_correction:
@@ -167,10 +167,8 @@ def _check_tensors(logits: object, target: object, max_iter: int) -> None:
 def _fittable_columns(z: Tensor, t: Tensor) -> Tensor:
     """(C,) bool: columns with rows, finite logits and both classes present."""
     if z.shape[0] == 0:
-        return torch.zeros(z.shape[1], dtype=torch.bool)
-    finite = z.isfinite().all(0)
-    two_classes = t.amax(0) > t.amin(0)
-    return (finite & two_classes).cpu()
+        return torch.zeros(z.shape[1], dtype=torch.bool, device=z.device)
+    return z.isfinite().all(0) & (t.amax(0) > t.amin(0))
 
 
 def _platt_targets(t: Tensor) -> Tensor:
@@ -191,7 +189,7 @@ def _lbfgs_platt(z: Tensor, t: Tensor, max_iter: int) -> tuple[Tensor, Tensor]:
         return nll.mean(0).sum()
 
     _minimise([log_a, b], loss, max_iter)
-    return log_a.detach().cpu(), b.detach().cpu()
+    return log_a.detach(), b.detach()
 
 
 def _minimise(params: list[Tensor], loss_fn, max_iter: int) -> None:
