@@ -13,7 +13,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from sklearn.linear_model import LogisticRegression
 
 from focalmix.data import FocalMixDataModule
-from focalmix.datasets import ArrayDataset, passthrough_collate
+from focalmix.datasets import ArrayDataset, InMemoryBatches, passthrough_collate
 from focalmix.preprocessing import encode_frame
 
 
@@ -297,9 +297,10 @@ def test_batch_formats_and_predict_index(tmp_path):
     assert set(batches[0]) == {"x", "index"} and batches[0]["index"].dtype == torch.int64
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(40))
     np.testing.assert_allclose(batches[0]["x"].numpy(), df[["a", "b"]].to_numpy()[:16], rtol=1e-6)
-    loader = dm.train_dataloader()
+    loader = dm.val_dataloader()
     assert loader.collate_fn is passthrough_collate and loader.drop_last is False
-    assert len(list(loader)) == 2
+    train = dm.train_dataloader()  # one process, in memory: whole batches by index, the last one short
+    assert isinstance(train, InMemoryBatches) and len(train) == len(list(train)) == 2
     ds = ArrayDataset(torch.ones(3, 2), torch.zeros(3), with_index=True)
     assert {k: v.shape for k, v in ds[1].items()} == {"x": (2,), "y": (), "index": ()}
     assert passthrough_collate([ds[0], ds[2]])["index"].tolist() == [0, 2]

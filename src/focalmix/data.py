@@ -30,7 +30,13 @@ from torch.utils.data import DataLoader
 from focalmix import _sources
 from focalmix import preprocessing as _prep
 from focalmix._sources import RawData
-from focalmix.datasets import ArrayDataset, EpochWeightedSampler, passthrough_collate
+from focalmix.datasets import (
+    ArrayDataset,
+    EpochShuffleSampler,
+    EpochWeightedSampler,
+    InMemoryBatches,
+    passthrough_collate,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -501,15 +507,37 @@ class FocalMixDataModule(pl.LightningDataModule):
         for split in wanted.get(stage, ("train", "val", "test")):
             self._dataset(split)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training batches; Lightning adds the DDP sampler."""
+    def train_dataloader(self) -> DataLoader | InMemoryBatches:
+        """Shuffled (or class-balanced) training batches, in an order set by ``seed`` and the epoch.
+
+        In one process with in-memory data and no workers: :class:`~focalmix.datasets.InMemoryBatches`,
+        one index operation per batch, on the accelerator when the split fits there. Otherwise a
+        ``DataLoader``, to which Lightning adds its DDP sampler (seeded by the global seed and epoch).
+        """
         ds = self._dataset("train")
-        sampler = None
         if self.balanced_sampling:
             counts = torch.tensor(self.class_counts, dtype=torch.float64)
             weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
             sampler = EpochWeightedSampler(weights, len(ds), self.seed)
+        else:
+            sampler = EpochShuffleSampler(len(ds), self.seed)
+        trainer = self.trainer
+        single = trainer is None or trainer.world_size == 1
+        if single and self.num_workers == 0 and isinstance(ds.x, torch.Tensor):
+            return InMemoryBatches(ds, sampler, self.batch_size, self._batch_device(ds))
+        if not single and not self.balanced_sampling:
+            sampler = None  # Lightning's DistributedSampler shuffles by (seed, epoch) and shards
         return self._loader(ds, shuffle=sampler is None, sampler=sampler)
+
+    def _batch_device(self, ds: ArrayDataset) -> torch.device | None:
+        """The accelerator, when the training split takes at most a quarter of its free memory."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else None
+        if device is None or device.type != "cuda":
+            return None  # on CPU the data is already where the batches are made
+        free, _ = torch.cuda.mem_get_info(device)
+        size = ds.x[:1].nbytes * len(ds) + (0 if ds.y is None else ds.y[:1].nbytes * len(ds))
+        return device if size <= free // 4 else None
 
     def val_dataloader(self) -> DataLoader | list:
         """Validation batches in order; an empty list (no validation) when ``val_fraction=0``."""
