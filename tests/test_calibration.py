@@ -229,3 +229,23 @@ def test_bad_input_is_rejected():
         fit_temperature(torch.randn(10, 3), torch.zeros(10))
     with pytest.raises(ValueError, match=r"in \[0, 3\)"):
         fit_temperature(torch.randn(10, 3), torch.full((10,), 3))
+
+
+def test_binary_temperature_minimises_the_sigmoid_nll_scipy_oracle():
+    import math
+
+    import torch.nn.functional as F
+
+    from focalmix.calibration import fit_calibration
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(4000, generator=g, dtype=torch.float64) * 3
+    y = (torch.rand(4000, generator=g, dtype=torch.float64) < torch.sigmoid(z / 2.5)).double()
+    scale, bias = fit_calibration(z, y, "binary", "temperature")
+    assert bias.item() == 0.0
+
+    def nll(log_t: float) -> float:
+        return F.binary_cross_entropy_with_logits(z / math.exp(log_t), y).item()
+
+    best = minimize_scalar(nll, bounds=(-3, 3), method="bounded", options={"xatol": 1e-8})
+    assert 1 / scale.item() == pytest.approx(math.exp(best.x), rel=1e-4)

@@ -132,6 +132,52 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 100) -> tupl
     return log_s.exp().to(out_dtype), torch.zeros_like(one)
 
 
+METHODS = ("auto", "temperature", "platt", "none")
+
+
+def resolve_method(task: str, method: str = "auto") -> str:
+    """``"auto"`` is Platt scaling for binary and multilabel outputs, one temperature for multiclass.
+
+    Example:
+        >>> resolve_method("multiclass"), resolve_method("binary"), resolve_method("binary", "temperature")
+        ('temperature', 'platt', 'temperature')
+    """
+    if method not in METHODS:
+        raise ValueError(f"`calibration` must be one of {METHODS}, got {method!r}.")
+    if method == "auto":
+        return "temperature" if task == "multiclass" else "platt"
+    return method
+
+
+def fit_calibration(logits: Tensor, target: Tensor, task: str, method: str = "auto") -> tuple[Tensor, Tensor]:
+    """Fit ``method`` for a classifier's ``task``: the ``(scale, bias)`` of :func:`apply_calibration`.
+
+    Binary ``"temperature"`` fits one ``T`` of ``sigmoid(z / T)``, which is ``softmax([0, z] / T)[1]``.
+    ``"none"`` returns the identity.
+
+    Args:
+        logits: (N,) binary, (N, C) multiclass or multilabel.
+        target: (N,) 0/1 or class indices, or (N, C) 0/1 for multilabel.
+        task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        method: one of :data:`METHODS`. Default: ``"auto"``.
+
+    Example:
+        >>> z = torch.tensor([-2.0, -1.0, 1.0, 2.0, 0.5, -0.5])
+        >>> scale, bias = fit_calibration(z, torch.tensor([0, 0, 1, 1, 0, 1]), "binary")
+        >>> bool(scale > 0)
+        True
+    """
+    method = resolve_method(task, method)
+    if method == "none":
+        one = torch.ones(logits.shape[1:] if task == "multilabel" else (), dtype=logits.dtype)
+        return one, torch.zeros_like(one)
+    if method == "platt":
+        return fit_platt(logits, target)
+    if task == "binary":
+        return fit_temperature(torch.stack([torch.zeros_like(logits), logits], dim=-1), target.long())
+    return fit_temperature(logits, target.long())
+
+
 def apply_calibration(logits: Tensor, scale: Tensor, bias: Tensor) -> Tensor:
     """Calibrated logits ``logits * scale + bias`` (a new tensor).
 

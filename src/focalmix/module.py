@@ -21,7 +21,6 @@ from focalmix.mixup import mixup, mixup_loss
 
 _GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
 _RESIZABLE_BUFFERS = ("input_mean", "input_std", "alpha_weights")
-CALIBRATIONS = ("auto", "temperature", "platt", "none")
 
 
 class FocalMixClassifier(pl.LightningModule):
@@ -142,7 +141,8 @@ class FocalMixClassifier(pl.LightningModule):
             self.encoder = InputEncoder(preprocessing)
             num_features, input_shape = self.encoder.out_features, (self.encoder.out_features,)
         self.backbone = build_backbone(backbone, num_features, hidden_sizes)
-        width = backbone_features or feature_size(self.backbone, input_shape)
+        dry_run_shape = input_shape or ((num_features,) if num_features else None)
+        width = backbone_features or feature_size(self.backbone, dry_run_shape)
         out = 1 if task == "binary" else num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out))
         if freeze_backbone:
@@ -299,16 +299,11 @@ class FocalMixClassifier(pl.LightningModule):
 
     def _fit_calibration(self, logits: Tensor, target: Tensor) -> None:
         """Fit Platt scaling or a temperature on this epoch's validation logits (float64 L-BFGS)."""
-        method = self._calibration_method()
-        if method == "none":
+        if self._calibration_method() == "none":
             return
-        if method == "platt":
-            scale, bias = fm_calibration.fit_platt(logits, target)
-        elif self.hparams.task == "binary":  # softmax([0, z] / T)[1] == sigmoid(z / T)
-            pair = torch.stack([torch.zeros_like(logits), logits], dim=-1)
-            scale, bias = fm_calibration.fit_temperature(pair, target.long())
-        else:
-            scale, bias = fm_calibration.fit_temperature(logits, target.long())
+        scale, bias = fm_calibration.fit_calibration(
+            logits, target, self.hparams.task, self._calibration_method()
+        )
         self.calibration_scale.copy_(scale.reshape(self.calibration_scale.shape))
         self.calibration_bias.copy_(bias.reshape(self.calibration_bias.shape))
         if fm_calibration.is_identity(self.calibration_scale, self.calibration_bias):
@@ -319,10 +314,7 @@ class FocalMixClassifier(pl.LightningModule):
             )
 
     def _calibration_method(self) -> str:
-        method = self.hparams.get("calibration", "auto")
-        if method == "auto":
-            return "temperature" if self.hparams.task == "multiclass" else "platt"
-        return method
+        return fm_calibration.resolve_method(self.hparams.task, self.hparams.get("calibration", "auto"))
 
     def _threshold_metrics(self, stage: str, probs: Tensor, target: Tensor) -> dict[str, Tensor]:
         if stage == "val" and self._fitting() and self.hparams.threshold_metric != "none":
@@ -547,7 +539,7 @@ def _validate(args: dict[str, Any]) -> None:
     _check_choice(a, "anneal_strategy", ("cos", "linear"))
     _check_choice(a, "lr_scaling", ("none", "linear", "sqrt"))
     _check_choice(a, "threshold_metric", ("f1", "fpr", "none"))
-    _check_choice(a, "calibration", CALIBRATIONS)
+    _check_choice(a, "calibration", fm_calibration.METHODS)
     if a["calibration"] == "platt" and a["task"] == "multiclass":
         raise ValueError(
             "`calibration`='platt' scales each output on its own and would break the softmax of a"
