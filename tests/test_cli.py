@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from focalmix.cli import FocalMixCLI
+from focalmix.cli import FocalMixCLI, UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -93,26 +93,25 @@ def test_min_epochs_keeps_early_stopping_out_of_the_warmup():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model.focal_gamma", "-1"], "`focal_gamma` must be >= 0"),
-        (["--model.dropout", "1.5"], "`dropout` must be in"),
-        (["--model.learning_rate", "0"], "`learning_rate` must be > 0"),
-        (["--model.label_smoothing", "1"], "`label_smoothing` must be in"),
-        (["--model.focal_alpha", "2"], "`alpha` must be in"),
+        (["--model.focal_gamma", "-1"], "`--model.focal_gamma` must be >= 0"),
+        (["--model.dropout", "1.5"], "`--model.dropout` must be in"),
+        (["--model.learning_rate", "0"], "`--model.learning_rate` must be > 0"),
+        (["--model.label_smoothing", "1"], "`--model.label_smoothing` must be in"),
+        (["--model.focal_alpha", "2"], "`--model.focal_alpha` must be in"),
         (["--data.batch_size", "0"], "batch_size"),
         (["--data.source", "missing.csv"], "missing.csv"),
         (["--optimizer", "Adam"], "optimizer"),
         (["--lr_scheduler", "StepLR"], "lr_scheduler"),
     ],
 )
-def test_bad_arguments_fail_when_parsed(args, message, capsys):
-    with pytest.raises((SystemExit, ValueError, TypeError, FileNotFoundError)) as info:
+def test_bad_arguments_fail_when_parsed(args, message):
+    with pytest.raises(UsageError) as info:  # a ValueError naming the flag, from Python as from the shell
         parse(*args)
-    shown = str(info.value) + capsys.readouterr().err
-    assert message in shown
+    assert message in str(info.value)
 
 
 def test_test_and_predict_need_a_checkpoint():
-    with pytest.raises(ValueError, match="needs trained weights: give --ckpt_path"):
+    with pytest.raises(UsageError, match="needs trained weights: give --ckpt_path"):
         FocalMixCLI(args=["test"])
 
 

@@ -1,26 +1,92 @@
-"""The ``focalmix`` command: LightningCLI with the recipe's defaults, its callbacks and argument links."""
+"""The ``focalmix`` command: LightningCLI with the recipe's defaults, its callbacks, presets and short errors.
+
+User errors (a bad flag or value, a missing file, bad data, an unreadable checkpoint) end in one line,
+``focalmix: error: <message>``, at most one hint line and exit code 2; ``--debug`` (or
+``FOCALMIX_DEBUG=1``) shows the traceback. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
-import logging
+import difflib
+import importlib.resources
 import math
+import os
+import re
 import sys
-import warnings
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.tuner import Tuner
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from focalmix.callbacks import PredictionWriter
+from focalmix.console import (
+    ConsoleSummary,
+    FocalMixProgressBar,
+    metrics_table,
+    plain,
+    quiet_console,
+    run_folder,
+)
 from focalmix.data import FocalMixDataModule
 from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
 
 # Datamodule attributes the model is built from; read after the datamodule is created.
 LINKS = ("num_features", "num_classes", "task", "input_shape", "class_names", "feature_names")
+PRESETS = ("fast", "balanced", "max_accuracy")
+COMMANDS = ("fit", "validate", "test", "predict", "report", "tune", "export")
+_USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MisconfigurationException)
+_BOOL_FLAGS = ("--verbose", "--report")  # may be given bare: `--verbose` means `--verbose true`
+_GROUPS = {  # config group of the object whose constructor raised
+    LightningDataModule: "data",
+    LightningModule: "model",
+    Trainer: "trainer",
+    EarlyStopping: "early_stopping",
+    ModelCheckpoint: "checkpoint",
+    PredictionWriter: "prediction_writer",
+    TrainingDiagnostics: "diagnostics",
+}
+
+
+class UsageError(ValueError):
+    """A mistake in what the user gave: printed by :func:`main` as one line (+ a hint), exit code 2.
+
+    Example:
+        >>> str(UsageError("--preset: unknown preset 'fastt'", "did you mean 'fast'?"))
+        "--preset: unknown preset 'fastt'\\ndid you mean 'fast'?"
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message if hint is None else f"{message}\n{hint}")
+        self.message, self.hint = message, hint
+
+
+def preset_path(name: str) -> Path:
+    """The YAML file of a preset shipped with the package (``fast``, ``balanced``, ``max_accuracy``).
+
+    Example:
+        >>> preset_path("fast").name
+        'fast.yaml'
+    """
+    if name not in PRESETS:
+        raise UsageError(
+            f"--preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}",
+            _did_you_mean(name, PRESETS),
+        )
+    return Path(str(importlib.resources.files("focalmix") / "configs" / f"{name}.yaml"))
+
+
+def _did_you_mean(word: str, choices: Any) -> str | None:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean {match[0]}?" if match else None
 
 
 class FocalMixCLI(LightningCLI):
@@ -28,11 +94,17 @@ class FocalMixCLI(LightningCLI):
 
     Adds Lightning's ``EarlyStopping`` (``early_stopping.*``, monitor ``val/loss``, patience 8),
     ``ModelCheckpoint`` (``checkpoint.*``: ``best.ckpt`` by ``val/loss``; ``last_checkpoint.*``: ``last.ckpt``
-    every epoch, in the same folder), ``LearningRateMonitor`` and the
-    CSV :class:`~focalmix.callbacks.PredictionWriter` (``prediction_writer.path``) and
-    :class:`~focalmix.diagnostics.TrainingDiagnostics` (``diagnostics.*``); links the data's shape,
-    classes and task into the model; keeps early stopping off while OneCycleLR warms up (``min_epochs``).
+    every epoch, in the same folder), ``LearningRateMonitor`` and the CSV ``PredictionWriter``
+    (``prediction_writer.path``) and ``TrainingDiagnostics`` (``diagnostics.*``); links the data's shape,
+    classes and task into the model; keeps early stopping off while OneCycleLR warms up (``min_epochs``);
+    ``--preset NAME`` loads a packaged preset. After ``fit`` it scores the best checkpoint on the
+    validation (and test) rows, prints one table and writes ``report/`` beside the checkpoints.
+
+    Bad input raises :class:`UsageError` (a ``ValueError``) with a message naming the flag, from Python
+    too (``FocalMixCLI(args=[...], run=False)``).
     """
+
+    command: str | None = None  # the name shown in messages when not the subcommand (`report`)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("trainer_defaults", {"max_epochs": 100})
@@ -42,11 +114,33 @@ class FocalMixCLI(LightningCLI):
             "parser_kwargs",
             {
                 "description": "focalmix: focal loss, label smoothing and mixup for imbalanced classifiers."
-                " Subcommands fit, validate, test, predict (each with --help); `focalmix export --help`"
-                " exports a checkpoint to ONNX or TorchScript."
+                " Commands: fit, validate, test, predict, report (figures from a checkpoint), tune (Optuna),"
+                " export (ONNX/TorchScript); each with --help. Presets: focalmix fit --preset"
+                f" {'|'.join(PRESETS)}. --verbose shows all of Lightning's output, --debug tracebacks."
             },
         )
+        self.verbose = False
         super().__init__(FocalMixClassifier, FocalMixDataModule, *args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    # parser
+
+    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
+        # errors come back as exceptions (printed by main() in one line); no prefix matching of flags
+        kwargs.update(exit_on_error=False, allow_abbrev=False)
+        return super().init_parser(**kwargs)
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        # as Lightning's, except that Trainer.test's/validate's `verbose` is our --verbose (all commands)
+        parser = self.init_parser(**kwargs)
+        self._add_arguments(parser)
+        skip = set(self.subcommands()[subcommand]) | {"verbose"}
+        self._subcommand_method_arguments[subcommand] = parser.add_method_arguments(
+            klass, subcommand, skip=skip
+        )
+        return parser
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
@@ -83,18 +177,53 @@ class FocalMixCLI(LightningCLI):
             help="fit: before training, run Lightning's learning-rate range test (100 steps) and use its"
             " suggestion as --model.learning_rate, the peak of the OneCycle schedule.",
         )
+        parser.add_argument(
+            "--report",
+            type=bool,
+            default=True,
+            help="fit: write report/ (report.html + PNG figures) beside the checkpoints folder; needs"
+            ' matplotlib (pip install "focalmix[report]").',
+        )
+        parser.add_argument(
+            "--verbose",
+            type=bool,
+            default=False,
+            help="show everything Lightning prints (seed, devices, warnings, model summary, result tables).",
+        )
         for name in LINKS:
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if isinstance(args, dict | Namespace):
+            self.config = parser.parse_object(args)
+        else:
+            argv = expand_args(list(sys.argv[1:] if args is None else args))
+            _help(self, argv)
+            try:
+                self.config = parser.parse_args(argv)
+            except ArgumentError as exc:
+                raise UsageError(*parse_error_message(exc, self, argv)) from exc
+        sub = self.config.get("subcommand")
+        self.verbose = bool((self.config[sub] if sub else self.config).get("verbose"))
+        quiet_console(self.verbose)  # before the seed is set: that prints too
+
+    def _valid_flags(self, subcommand: str | None) -> list[str]:
+        parser = self._parser(subcommand) if subcommand else self.parser
+        flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+        return [*flags, "--preset", "--help_all", "--debug"]
+
+    # ------------------------------------------------------------------------------------------------
+    # checkpoint, settings, instantiation
 
     def _parse_ckpt_path(self) -> None:
         # Lightning applies the checkpoint's model hyperparameters to the config. The ones our links set
         # come from the data instead (the same values, since the data's hyperparameters are applied too).
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if not (ckpt_path and Path(ckpt_path).is_file()):
+        if not ckpt_path or (ckpt_path in ("last", "best", "hpc", "registry") and subcommand == "fit"):
             return
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location="cpu")
-        model_hparams = {k: v for k, v in ckpt.get("hyper_parameters", {}).items() if k not in LINKS}
+        ckpt = load_checkpoint(ckpt_path)
+        model_hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k not in LINKS}
         model_hparams.pop("_instantiator", None)
         model_hparams.pop("_class_path", None)
         update: dict[str, Any] = {"model": model_hparams}
@@ -105,33 +234,108 @@ class FocalMixCLI(LightningCLI):
         update["data"] = {
             k: v for k, v in data_hparams.items() if k in current and current[k] == defaults.get(k)
         }
-        self.config = self.parser.parse_object({subcommand: update}, self.config)
+        try:
+            self.config = self.parser.parse_object({subcommand: update}, self.config)
+        except ArgumentError as exc:
+            raise UsageError(f"--ckpt_path: the hyperparameters in {ckpt_path} do not parse: {exc}") from exc
+        self._ckpt = ckpt
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         trainer, model = config["trainer"], config["model"]
+        if self.subcommand == "fit":
+            _check_trains(trainer)
         # Early stopping never ends a run while the one-cycle warmup is still raising the learning rate:
         # the Trainer ignores a stop signal until min_epochs, here the warmup's share of max_epochs.
         max_epochs = trainer.get("max_epochs")
         warmup = model.get("warmup_pct", 0.1) if isinstance(model, dict) else model.warmup_pct
         if max_epochs and max_epochs > 0:
             trainer["min_epochs"] = max(trainer.get("min_epochs") or 0, math.ceil(warmup * max_epochs))
+        name = self.command or self.subcommand
         if self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
-            raise ValueError(
-                f"`focalmix {self.subcommand}` needs trained weights: give --ckpt_path (the `best.ckpt` or"
-                " `last.ckpt` under the fit run's checkpoints/ folder)."
+            raise UsageError(
+                f"`focalmix {name}` needs trained weights: give --ckpt_path",
+                "the `best.ckpt` or `last.ckpt` under the fit run's checkpoints/ folder",
             )
+        if self.subcommand not in (None, "fit"):
+            # scoring or predicting writes no lightning_logs/version_N and no config.yaml of its own
+            if trainer.get("logger") in (None, True):
+                trainer["logger"] = False
+            self.save_config_callback = None
+        if not self.verbose and trainer.get("enable_model_summary") is None:
+            trainer["enable_model_summary"] = False  # ConsoleSummary prints one line instead
 
-    def instantiate_trainer(self, **kwargs: Any):
-        trainer = super().instantiate_trainer(**kwargs)
+    def instantiate_classes(self) -> None:
+        with user_errors(self):
+            super().instantiate_classes()
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Trainer:
+        ours = [ConsoleSummary()]
+        given = [*(config.get("callbacks") or []), *callbacks]
+        if config.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in given
+        ):
+            ours.append(FocalMixProgressBar())
+        preemption = _preemption_callback()
+        if self.subcommand == "fit" and preemption is not None:
+            ours.append(preemption)
+        trainer = super()._instantiate_trainer(config, [*callbacks, *ours])
         if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
+
+    # ------------------------------------------------------------------------------------------------
+    # running
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        stage = {"fit": "fit", "validate": "validate", "test": "test", "predict": "predict"}[subcommand]
+        with user_errors(self):  # reading a test/predict file happens here: its errors are the user's
+            self.datamodule.setup(stage)
+        if subcommand == "fit" and self._already_finished():
+            return
+        before = getattr(self, f"before_{subcommand}", None)
+        if callable(before):
+            before()
+        kwargs = self._prepare_subcommand_kwargs(subcommand)
+        if subcommand in ("validate", "test"):
+            kwargs["verbose"] = self.verbose
+        getattr(self.trainer, subcommand)(**kwargs)
+        after = getattr(self, f"after_{subcommand}", None)
+        if callable(after):
+            after()
+
+    def _already_finished(self) -> bool:
+        ckpt = getattr(self, "_ckpt", None)
+        if ckpt is None:
+            return False
+        done = _epochs_done(ckpt)
+        max_epochs, max_steps = self.trainer.max_epochs, self.trainer.max_steps
+        stopped = any(
+            isinstance(v, dict) and v.get("stopped_epoch", 0) > 0 for v in ckpt.get("callbacks", {}).values()
+        )
+        finished = (max_epochs is not None and max_epochs >= 0 and done >= max_epochs) or (
+            max_steps is not None and max_steps >= 0 and ckpt.get("global_step", 0) >= max_steps
+        )
+        if not (finished or stopped):
+            return False
+        why = (
+            "early stopping ended it"
+            if stopped and not finished
+            else f"{done} of max_epochs={max_epochs} done"
+        )
+        if self.trainer.is_global_zero:
+            print(
+                f"focalmix: {self.config['fit']['ckpt_path']} is from a run that had already finished"
+                f" ({why}); nothing to train. Use its best.ckpt, or raise --trainer.max_epochs to train on."
+            )
+        return True
 
     def before_fit(self) -> None:
         config = self.config["fit"]
         if not (config.get("scale_batch_size") or config.get("lr_find")):
             return
+        from lightning.pytorch.tuner import Tuner  # only this option needs it: keeps start-up short
+
         # The Tuner runs the module's own configure_optimizers: the range test swaps OneCycleLR for its own
         # schedule while it runs, then fit builds OneCycleLR again from the (updated) learning_rate.
         tuner = Tuner(self.trainer)
@@ -149,34 +353,413 @@ class FocalMixCLI(LightningCLI):
                 )
 
     def after_fit(self) -> None:
-        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if best and self.trainer.is_global_zero:
-            score = self.trainer.checkpoint_callback.best_model_score
-            print(f"focalmix: best checkpoint {best} (val/loss {float(score):.4g})")
-        data = self.datamodule
-        if (data.test_source is not None or data.test_fraction > 0) and not self.trainer.fast_dev_run:
+        trainer, data = self.trainer, self.datamodule
+        if trainer.fast_dev_run:
+            return
+        ckpt = trainer.checkpoint_callback
+        best = (getattr(ckpt, "best_model_path", "") or "") if ckpt is not None else ""
+        columns: dict[str, dict[str, Any]] = {}
+        if best:
+            columns["val"] = self._score("validate", best)
+        else:  # no best checkpoint (nothing monitored): the last epoch's validation metrics
+            columns["val"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if data.test_source is not None or data.test_fraction > 0:
             # the held-out split is scored once, with the best weights, as lightning-hydra-template does
-            self.trainer.test(self.model, datamodule=data, ckpt_path="best" if best else None)
+            trainer.test(
+                self.model, datamodule=data, ckpt_path="best" if best else None, verbose=self.verbose
+            )
+            columns["test"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        if trainer.is_global_zero:
+            print(_fit_summary(trainer, best, columns))
+            if self.config["fit"].get("report", True) and best:
+                self._write_report(Path(best).parent.parent / "report")
+            print(f"focalmix: run folder {run_folder(trainer)}")
+
+    def _score(self, fn: str, ckpt_path: str) -> dict[str, Any]:
+        # quietly, and without adding rows to the fit's metrics.csv
+        loggers, self.trainer.loggers = self.trainer.loggers, []
+        try:
+            getattr(self.trainer, fn)(
+                self.model, datamodule=self.datamodule, ckpt_path=ckpt_path, verbose=False
+            )
+        finally:
+            self.trainer.loggers = loggers
+        return {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+
+    def _write_report(self, out_dir: Path) -> None:
+        from focalmix import report
+
+        if not report.report_available():
+            print('focalmix: report skipped: it needs matplotlib (pip install "focalmix[report]")')
+            return
+        csv = next(
+            (
+                Path(lg.log_dir) / "metrics.csv"
+                for lg in self.trainer.loggers
+                if type(lg).__name__ == "CSVLogger"
+            ),
+            None,
+        )
+        path = report.report_from_model(
+            self.model, self.datamodule, out_dir=out_dir, metrics_csv=csv if csv and csv.is_file() else None
+        )
+        print(f"focalmix: report {path}")
+
+    def after_validate(self) -> None:
+        self._print_scores("val", "validation rows")
+
+    def after_test(self) -> None:
+        data = self.datamodule
+        if data.test_source is None and data.test_fraction == 0:
+            heading = (
+                "no test split: these are the VALIDATION rows, the ones that chose the checkpoint and the"
+                " threshold (not an unbiased estimate; hold rows out with --data.test_fraction or"
+                " --data.test_source)"
+            )
+        else:
+            heading = "test rows"
+        self._print_scores("test", heading)
+
+    def _print_scores(self, prefix: str, heading: str) -> None:
+        if self.verbose or not self.trainer.is_global_zero:
+            return  # Lightning printed its own table
+        values = {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
+        print(f"focalmix: {self.config[self.subcommand]['ckpt_path']} on the {heading}:")
+        print(metrics_table({prefix: values}))
+
+
+class _ReportCLI(FocalMixCLI):
+    """``focalmix report``: parsed like ``validate``; loads the checkpoint and writes the report."""
+
+    command = "report"
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        ckpt = Path(self.config[subcommand]["ckpt_path"])
+        with user_errors(self):
+            self.datamodule.setup("validate")
+        self._score("validate", str(ckpt))  # loads the weights, calibration and threshold
+        self._write_report(ckpt.parent.parent / "report")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a focalmix checkpoint, or raise :class:`UsageError` naming the file and what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(
+            f"--ckpt_path: no checkpoint at {path}",
+            "give the best.ckpt or last.ckpt under a fit run's checkpoints/ folder",
+        )
+    try:
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # zip, pickle and EOF errors of a cut-short or foreign file: all the user's
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise UsageError(
+            f"--ckpt_path: {path} is not a readable checkpoint (truncated or corrupted? {reason})"
+        ) from exc
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not isinstance(hparams, dict) or "focal_gamma" not in hparams or "state_dict" not in ckpt:
+        raise UsageError(
+            f"--ckpt_path: {path} is not a focalmix checkpoint (no FocalMixClassifier hyperparameters in it)"
+        )
+    return ckpt
+
+
+def _epochs_done(ckpt: dict[str, Any]) -> int:
+    try:
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", 0))
+
+
+def _check_trains(trainer: dict[str, Any]) -> None:
+    """Refuse settings under which fit would train zero steps (and write nothing)."""
+    max_epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
+    if max_epochs == 0:
+        raise UsageError("--trainer.max_epochs 0 trains nothing; give 1 or more (the default is 100)")
+    if max_steps == 0:
+        raise UsageError("--trainer.max_steps 0 trains nothing; give -1 (no limit) or a positive number")
+    limit = trainer.get("limit_train_batches")
+    if limit is not None and limit == 0:
+        raise UsageError("--trainer.limit_train_batches 0 trains nothing; give a positive number or fraction")
+    if (max_epochs is not None and max_epochs < 0) and (max_steps is None or max_steps < 0):
+        raise UsageError(
+            f"--trainer.max_epochs {max_epochs} with no --trainer.max_steps never ends, and the one-cycle"
+            " schedule needs a finite number of steps; give --trainer.max_epochs >= 1"
+        )
+
+
+def _preemption_callback() -> Any:
+    try:
+        from focalmix.faults import PreemptionCheckpoint
+    except ImportError:
+        return None
+    return PreemptionCheckpoint()
+
+
+def _fit_summary(trainer: Trainer, best: str, columns: dict[str, dict[str, Any]]) -> str:
+    stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
+    run = f"{trainer.current_epoch} epochs run{', stopped early' if stopped else ''}"
+    if best:
+        epoch = torch.load(best, weights_only=True, map_location="cpu").get("epoch", 0)
+        head = f"focalmix: best checkpoint: epoch {epoch + 1} ({run}), {best}"
+    else:
+        head = f"focalmix: no best checkpoint (nothing monitored); last epoch's metrics ({run})"
+    if "test" not in columns:
+        head += "\n(no test split: add --data.test_fraction 0.2 or --data.test_source FILE for test metrics)"
+    return f"{head}\n{metrics_table(columns)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+@contextmanager
+def user_errors(cli: FocalMixCLI) -> Iterator[None]:
+    """Turn the bad-value errors our constructors and data readers raise into :class:`UsageError`."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except _USER_ERRORS as exc:
+        raise UsageError(_name_flags(str(exc), _group_of(exc), cli)) from exc
+
+
+def _group_of(exc: BaseException) -> str | None:
+    group, tb = None, exc.__traceback__
+    while tb is not None:  # the innermost constructor of a configured object
+        obj = tb.tb_frame.f_locals.get("self") if tb.tb_frame.f_code.co_name == "__init__" else None
+        for cls, name in _GROUPS.items():
+            if obj is not None and isinstance(obj, cls):
+                group = name
+        tb = tb.tb_next
+    return group
+
+
+def _name_flags(message: str, group: str | None, cli: FocalMixCLI) -> str:
+    """`dropout` -> `--model.dropout`: messages name the flag the user typed."""
+    if group is None:
+        return message
+    flags = set(cli._valid_flags(cli.subcommand))
+
+    def repl(m: re.Match) -> str:
+        flag = f"--{group}.{m.group(1)}"
+        return f"`{flag}`" if flag in flags else m.group(0)
+
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", repl, message)
+
+
+def parse_error_message(exc: BaseException, cli: FocalMixCLI | None = None, argv: list[str] | None = None):
+    """``(message, hint)`` for a jsonargparse parse error: short, naming the flag, with a suggestion.
+
+    Example:
+        >>> error = ArgumentError(None, 'Parser key "model.dropout":\\n  Expected a float. Got value: x')
+        >>> parse_error_message(error)
+        ("--model.dropout: expected a float, got value 'x'", None)
+    """
+    text = str(exc).strip()
+    sub = next((a for a in (argv or []) if not a.startswith("-")), None)
+    if text.startswith("unrecognized arguments:"):
+        flag = next((t for t in text.split(":", 1)[1].split() if t.startswith("-")), text.split()[-1])
+        flag = flag.split("=", 1)[0]
+        valid = (
+            cli._valid_flags(sub if sub in ("fit", "validate", "test", "predict") else None) if cli else []
+        )
+        hint = _did_you_mean(flag, valid)
+        return f"unknown argument {flag}", (
+            hint or ""
+        ) + f" (`focalmix {sub or ''} --help` lists them)".replace("  ", " ")
+    m = re.match(r"argument subcommand: invalid choice: '([^']*)'", text)
+    if m:
+        return f"unknown command {m.group(1)!r}; commands: {', '.join(COMMANDS)}", _did_you_mean(
+            m.group(1), COMMANDS
+        )
+    m = re.match(r'Parser key "([^"]+)":\s*(.*)', text, re.DOTALL)
+    if m:
+        key, body = m.group(1), m.group(2)
+        body = re.sub(r"<class '(\w+)'>", r"\1", body)
+        body = re.sub(r"Expected a (.*?)\. Got value: (.*)", r"expected a \1, got value '\2'", body)
+        lines = [ln.strip(" -") for ln in body.splitlines() if ln.strip()]
+        return f"--{key}: {'; '.join(lines)[:300]}", None
+    m = re.match(r"argument (\S+)(?: --> (\S+))?: (.*)", text, re.DOTALL)
+    if m:
+        return f"--{m.group(2) or m.group(1)}: {' '.join(m.group(3).split())[:300]}", None
+    lines = text.splitlines() or [type(exc).__name__]
+    return " ".join(ln.strip() for ln in lines)[:300], None
+
+
+# --------------------------------------------------------------------------------------------------
+# arguments and help
+
+
+def expand_args(argv: list[str]) -> list[str]:
+    """``--preset NAME`` -> ``--config <packaged file>``; a bare ``--verbose``/``--report`` -> ``true``.
+
+    Example:
+        >>> expand_args(["fit", "--verbose", "--model.dropout", "0.2"])
+        ['fit', '--verbose', 'true', '--model.dropout', '0.2']
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--debug":
+            pass
+        elif arg == "--preset" or arg.startswith("--preset="):
+            name = arg.split("=", 1)[1] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 0 if "=" in arg else 1
+            out += ["--config", str(preset_path(name))]
+        elif arg in _BOOL_FLAGS and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out += [arg, "true"]
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+_RECIPE = {
+    "early_stopping": ("monitor", "mode", "patience", "min_delta"),
+    "checkpoint": ("dirpath", "monitor", "mode", "save_top_k"),
+    "trainer": (
+        "max_epochs",
+        "min_epochs",
+        "max_steps",
+        "accelerator",
+        "devices",
+        "precision",
+        "default_root_dir",
+        "logger",
+        "accumulate_grad_batches",
+        "gradient_clip_val",
+        "deterministic",
+        "enable_progress_bar",
+        "fast_dev_run",
+        "limit_train_batches",
+    ),
+    "prediction_writer": ("path",),
+}
+_RUN = (
+    "config",
+    "print_config",
+    "seed_everything",
+    "ckpt_path",
+    "report",
+    "verbose",
+    "scale_batch_size",
+    "lr_find",
+)
+_WIDTH = 110
+
+
+def _help(cli: FocalMixCLI, argv: list[str]) -> None:
+    """``--help``: the recipe's flags, one line each; ``--help_all``: jsonargparse's full help, plain text."""
+    sub = next((a for a in argv if not a.startswith("-")), None)
+    if sub not in cli.subcommands():
+        return
+    parser = cli._parser(sub)
+    if "--help_all" in argv:
+        print(plain(parser.format_help()))
+        raise SystemExit(0)
+    if "-h" not in argv and "--help" not in argv:
+        return
+    print(compact_help(parser, sub))
+    raise SystemExit(0)
+
+
+def compact_help(parser: LightningArgumentParser, sub: str) -> str:
+    """The short ``--help`` of a subcommand: presets, then model, data, early stopping, checkpoint, run."""
+    actions = {
+        a.dest: a for a in parser._actions if a.option_strings and a.option_strings[0].startswith("--")
+    }
+    out = [
+        f"usage: focalmix {sub} [--preset NAME] [--config FILE] [--model.NAME VALUE] [--data.NAME VALUE] ...",
+        "",
+        plain(parser.description or "").strip(),
+        "Flags can also be set in a YAML --config (`--print_config` writes them all). Every Trainer and"
+        " callback flag: --help_all.",
+        "",
+        "presets (YAML files shipped with focalmix; later --config files and flags override them):",
+    ]
+    for name in PRESETS:
+        first = preset_path(name).read_text().splitlines()[0].lstrip("# ").split(":", 1)[-1].strip()
+        out.append(_line(f"--preset {name}", first))
+    sections = [("model", None), ("data", None), *((k, v) for k, v in _RECIPE.items())]
+    for group, names in sections:
+        if group == "prediction_writer" and sub != "predict":
+            continue
+        keys = [d for d in actions if d.startswith(f"{group}.") and d.count(".") == 1]
+        keys = [k for k in keys if names is None or k.split(".", 1)[1] in names]
+        keys = [k for k in keys if not k.endswith(".help") and k.split(".", 1)[1] not in LINKS]
+        if not keys:
+            continue
+        title = {"trainer": "trainer (a few; all with --help_all)"}.get(group, group.replace("_", " "))
+        out += ["", f"{title}:"]
+        out += [_line(f"--{k} {_default(actions[k].default)}", actions[k].help) for k in keys]
+    out += ["", "run:"]
+    out += [_line(f"--{k}", actions[k].help) for k in _RUN if k in actions]
+    out.append(_line("--debug", "show the full traceback of an error (also FOCALMIX_DEBUG=1)."))
+    return "\n".join(out)
+
+
+def _default(value: Any) -> str:
+    if value is None or isinstance(value, str) and value.startswith("=="):
+        return "" if value is not None else "null"
+    return str(value).replace(" ", "")
+
+
+def _line(flag: str, text: str | None) -> str:
+    text = " ".join(plain(text or "").split())
+    text = re.split(r"(?<=[.;])\s+Default", text)[0]
+    text = re.sub(r"\s*Default(s)?( to)?:? .*$", "", text).strip()
+    head = f"  {flag}".ljust(40) if len(flag) < 37 else f"  {flag}  "
+    room = _WIDTH - len(head)
+    return (head + (text if len(text) <= room else text[: room - 3] + "...")).rstrip()
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
 
 
 def _quiet_lightning() -> None:
-    class _NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage()
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoTips())
-    # Batches are whole tensors sliced in the main process: worker processes would only add overhead.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
+    """Kept for callers (``focalmix tune``): the quiet console of :func:`focalmix.console.quiet_console`."""
+    quiet_console(verbose=False)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``focalmix`` and ``python -m focalmix``."""
-    _quiet_lightning()
-    argv = sys.argv[1:] if args is None else args
-    if argv and argv[0] == "export":
+    """Entry point of ``focalmix`` and ``python -m focalmix``: dispatch, and print user errors in one line."""
+    argv = list(sys.argv[1:] if args is None else args)
+    debug = "--debug" in argv or os.environ.get("FOCALMIX_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        _dispatch(argv)
+    except UsageError as exc:
+        _fail(exc, exc.message, exc.hint, debug)
+    except (ValueError, FileNotFoundError) as exc:
+        if not (argv and argv[0] == "tune"):
+            raise
+        _fail(exc, str(exc).strip().splitlines()[0], None, debug)  # tune's documented bad-input errors
+
+
+def _fail(exc: BaseException, message: str, hint: str | None, debug: bool) -> None:
+    if debug:
+        traceback.print_exception(exc)
+    print(f"focalmix: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  {hint.strip()}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _dispatch(argv: list[str]) -> None:
+    command = argv[0] if argv else None
+    if command == "export":
         from focalmix.export import main as export_main
 
         export_main(argv[1:])
-        return
-    FocalMixCLI(args=args)
+    elif command == "tune":
+        quiet_console("--verbose" in argv)
+        from focalmix.tune import main as tune_main
+
+        tune_main(argv[1:])
+    elif command == "report":
+        _ReportCLI(args=["validate", *argv[1:]])
+    else:
+        FocalMixCLI(args=argv)

@@ -1,0 +1,293 @@
+"""What ``focalmix`` prints: a quiet console, a time-budgeted progress bar, the data and result summaries.
+
+* :func:`quiet_console` keeps Lightning's informational lines and the warnings a user cannot act on off
+  the screen (seed, GPU/TPU, TensorBoard, ``log_every_n_steps``, dirpath, model summary table); focalmix's
+  own lines (``focalmix: ...``) stay. Any other warning is shown as one ``focalmix: warning:`` line.
+* :class:`FocalMixProgressBar` is Lightning's tqdm bar refreshed on a time budget instead of every step;
+  when stdout is not a terminal it prints one plain line per epoch instead.
+* :class:`ConsoleSummary` prints the data summary, a one-line model summary and the run folder.
+* :func:`metrics_table` formats the end-of-fit and test tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+# Warnings nobody can act on from the command line (matched against the start of the message).
+_DROPPED_WARNINGS = (
+    r"No seed found",
+    r"Starting from v1\.9\.0, `tensorboardX`",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"The dirpath has changed",
+    r"Checkpoint directory .* exists and is not empty",
+    r"You have multiple `ModelCheckpoint` callback states",
+    r".*does not have many workers",
+    r".*isinstance.treespec, LeafSpec",
+    r"The `srun` command is available",
+    r"You called `self.log\(.*on_epoch=True",
+)
+_DROPPED = re.compile("|".join(f"(?:{p})" for p in _DROPPED_WARNINGS), re.DOTALL)
+_LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+
+
+class _FocalmixLinesOnly(logging.Filter):
+    """Lets warnings and errors through, and of the informational lines only focalmix's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.getMessage().startswith("focalmix")
+
+
+_FILTER = _FocalmixLinesOnly()
+_original_showwarning = warnings.showwarning
+
+
+def _showwarning(
+    message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None
+):
+    text = str(message).strip()
+    if _DROPPED.match(text):
+        return
+    # One line, without the `path:NN:` prefix: the path is Lightning's, the remedy is in the message.
+    first = text.splitlines()[0] if text else category.__name__
+    print(f"focalmix: warning: {first}", file=sys.stderr if file is None else file)
+
+
+def quiet_console(verbose: bool = False) -> None:
+    """Keep Lightning's informational lines and unactionable warnings off the console (idempotent).
+
+    Args:
+        verbose: True restores Lightning's own output (every log line and warning, as it prints them).
+    """
+    # Batches are whole tensors sliced in the main process: worker processes would only add overhead.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance.treespec, LeafSpec.*")
+    for name in _LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for target in (logger, *logger.handlers):
+            if verbose:
+                target.removeFilter(_FILTER)
+            elif _FILTER not in target.filters:
+                target.addFilter(_FILTER)
+    # children log through their parents' handlers; a logger's own filter only sees its own records
+    for name in ("lightning.fabric.utilities.seed", "lightning.pytorch.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if verbose:
+            logger.removeFilter(_FILTER)
+        elif _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+    warnings.showwarning = _original_showwarning if verbose else _showwarning
+
+
+def _is_terminal() -> bool:
+    return bool(getattr(sys.stdout, "isatty", lambda: False)())
+
+
+class FocalMixProgressBar(TQDMProgressBar):
+    """Lightning's tqdm bar, redrawn at most ``1 / refresh_seconds`` times per second.
+
+    Redrawing on every step costs as much as a step of a small MLP; a time budget keeps the bar live
+    while it costs nothing measurable. When stdout is not a terminal (a log file, a pipe, CI) the bars
+    are off and each epoch prints one line: ``epoch 3/100  train/loss 0.081  val/loss 0.0419 ...``.
+
+    Args:
+        refresh_seconds: least time between two redraws, > 0. Default: 0.25 (4 per second).
+        terminal: force the bar (True) or the per-epoch lines (False); None: ``sys.stdout.isatty()``.
+
+    Example:
+        >>> FocalMixProgressBar(refresh_seconds=0.5).refresh_seconds
+        0.5
+    """
+
+    def __init__(self, refresh_seconds: float = 0.25, terminal: bool | None = None, **kwargs: Any) -> None:
+        if not refresh_seconds > 0:
+            raise ValueError(f"`refresh_seconds` must be > 0, got {refresh_seconds}.")
+        super().__init__(**kwargs)
+        self.refresh_seconds = refresh_seconds
+        self.terminal = terminal
+        self._last_draw = 0.0
+        self._lines = False
+        self._pending: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        terminal = _is_terminal() if self.terminal is None else self.terminal
+        self._lines = not terminal and self.is_enabled
+        if self._lines:
+            self.disable()
+
+    def _should_update(self, current: int, total: int) -> bool:
+        if not self.is_enabled:
+            return False
+        now = time.monotonic()
+        if current == total or now - self._last_draw >= self.refresh_seconds:
+            self._last_draw = now
+            return True
+        return False
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    # The module logs train/loss in its own on_train_epoch_end, which runs after the callbacks' hook: the
+    # line for an epoch is printed when the next one starts, or when training ends.
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._flush(trainer)
+        super().on_train_epoch_start(trainer, *args)
+        self._pending = trainer.current_epoch
+
+    def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._flush(trainer)
+        super().on_train_end(trainer, *args)
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        if not self._lines or self._pending is None or not trainer.is_global_zero:
+            return
+        epoch, self._pending = self._pending, None
+        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        metrics = {k: v for k, v in trainer.progress_bar_metrics.items() if k != "v_num"}
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
+        print(f"epoch {epoch + 1}/{total}  {shown}".rstrip(), flush=True)
+
+
+def _fmt(value: Any) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def _count(n: int) -> str:
+    for unit, size in (("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return str(n)
+
+
+class ConsoleSummary(Callback):
+    """Prints what a user needs at the start of a fit: the data, the model's size and the run folder.
+
+    Replaces Lightning's model summary table (which lists metric objects and FLOPs) with one line.
+    """
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit" and trainer.is_global_zero and trainer.datamodule is not None:
+            for line in data_summary(trainer.datamodule):
+                print(line)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        parts = []
+        for name in ("backbone", "head"):
+            part = getattr(pl_module, name, None)
+            if part is not None:
+                n = sum(p.numel() for p in part.parameters())
+                parts.append(f"{name} {type(part).__name__} {_count(n)}")
+        if parts:
+            print(f"focalmix: model parameters: {', '.join(parts)}")
+        print(f"focalmix: run folder {run_folder(trainer)}")
+
+
+def run_folder(trainer: pl.Trainer) -> str:
+    """The folder a fit writes to: the logger's version folder, else the checkpoints' parent."""
+    ckpt = trainer.checkpoint_callback
+    if trainer.loggers:
+        return str(trainer.log_dir)
+    if ckpt is not None and getattr(ckpt, "dirpath", None):
+        return str(ckpt.dirpath)
+    return str(trainer.default_root_dir)
+
+
+def data_summary(datamodule: Any) -> list[str]:
+    """Lines describing the fit's data: source, task, features, rows per split, training class balance."""
+    try:
+        splits = {k: len(v) for k, v in datamodule.split_indices.items()}
+        counts = list(datamodule.class_counts)
+        names = list(datamodule.class_names)
+        source = datamodule.source
+    except (AttributeError, TypeError):  # a datamodule other than ours
+        return []
+    if datamodule.test_source is not None:
+        test = f"test from {datamodule.test_source}"
+    elif splits.get("test"):
+        test = f"test {splits['test']}"
+    else:
+        test = "no test split"
+    rows = f"train {splits.get('train', 0)}, val {splits.get('val', 0)}, {test}"
+    total = splits.get("train", 0) or 1
+    kind = "positives per label" if datamodule.task == "multilabel" else "training rows"
+    balance = ", ".join(f"{n} {c} ({100 * c / total:.1f}%)" for n, c in zip(names, counts, strict=False))
+    return [
+        f"focalmix: data {source}: {datamodule.task}, {datamodule.num_features} features,"
+        f" {len(names)} classes; rows: {rows}",
+        f"focalmix: class balance ({kind}): {balance}",
+    ]
+
+
+# Rows of the result tables, in order, with the names the module logs (`val/<name>`, `test/<name>`).
+_ROWS = (
+    "loss",
+    "auroc",
+    "ap",
+    "ece",
+    "ece_uncalibrated",
+    "brier",
+    "threshold",
+    "precision",
+    "recall",
+    "f1",
+    "fpr",
+    "acc",
+)
+
+
+def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
+    """A compact table: one row per metric, one column per split (``{"val": {"val/auroc": 0.9}, ...}``).
+
+    Example:
+        >>> val, test = {"val/loss": 0.0412, "val/auroc": 0.99}, {"test/loss": 0.05}
+        >>> print(metrics_table({"val": val, "test": test}))
+        metric            val       test
+        loss              0.0412    0.05
+        auroc             0.99      -
+    """
+    names = []
+    for prefix, values in columns.items():
+        for key in values:
+            name = key.split("/", 1)[1] if key.startswith(f"{prefix}/") else None
+            if name is not None and name not in names and name in _ROWS:
+                names.append(name)
+    names.sort(key=_ROWS.index)
+    lines = ["metric".ljust(18) + "".join(c.ljust(10) for c in columns).rstrip()]
+    for name in names:
+        cells = [_fmt(v[f"{p}/{name}"]) if f"{p}/{name}" in v else "-" for p, v in columns.items()]
+        lines.append(name.ljust(18) + "".join(c.ljust(10) for c in cells).rstrip())
+    return "\n".join(lines)
+
+
+_REST = (
+    (re.compile(r":(?:func|class|meth|attr|mod|obj|data|exc|ref):`~?([^`<]*?)(?: <[^>]*>)?`"), None),
+    (re.compile(r"``([^`]*)``"), r"\1"),
+)
+
+
+def plain(text: str) -> str:
+    """Docstring reST markup as plain text (``x`` -> x, :func:`~a.b` -> b).
+
+    Example:
+        >>> plain('see :func:`~focalmix.losses.focal_loss` and ``"label"``')
+        'see focal_loss and "label"'
+    """
+    text = _REST[0][0].sub(lambda m: m.group(1).rsplit(".", 1)[-1], text or "")
+    return _REST[1][0].sub(r"\1", text)
