@@ -44,6 +44,15 @@ LINKS = ("num_features", "num_classes", "task", "input_shape", "class_names", "f
 PRESETS = ("fast", "balanced", "max_accuracy")
 COMMANDS = ("fit", "validate", "test", "predict", "report", "tune", "export")
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MisconfigurationException)
+_DESCRIPTIONS = {
+    "fit": "Train a model on --data.source with the focalmix recipe; ends with a table of the best"
+    " checkpoint's metrics, and report/ beside the checkpoints.",
+    "validate": "Score a checkpoint (--ckpt_path) on the validation rows.",
+    "test": "Score a checkpoint (--ckpt_path) on the test rows (without a test split: on the validation rows,"
+    " and it says so).",
+    "predict": "Write a checkpoint's calibrated probabilities and decisions for --data.predict_source to"
+    " --prediction_writer.path.",
+}
 _BOOL_FLAGS = ("--verbose", "--report")  # may be given bare: `--verbose` means `--verbose true`
 _GROUPS = {  # config group of the object whose constructor raised
     LightningDataModule: "data",
@@ -412,9 +421,9 @@ class FocalMixCLI(LightningCLI):
         data = self.datamodule
         if data.test_source is None and data.test_fraction == 0:
             heading = (
-                "no test split: these are the VALIDATION rows, the ones that chose the checkpoint and the"
-                " threshold (not an unbiased estimate; hold rows out with --data.test_fraction or"
-                " --data.test_source)"
+                "VALIDATION rows: there is no test split, so `test` scores the rows that chose the checkpoint"
+                " and the threshold (optimistic; hold rows out with"
+                " --data.test_fraction or --data.test_source)"
             )
         else:
             heading = "test rows"
@@ -424,7 +433,7 @@ class FocalMixCLI(LightningCLI):
         if self.verbose or not self.trainer.is_global_zero:
             return  # Lightning printed its own table
         values = {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
-        print(f"focalmix: {self.config[self.subcommand]['ckpt_path']} on the {heading}:")
+        print(f"focalmix: {self.config[self.subcommand]['ckpt_path']} scored on the {heading}:")
         print(metrics_table({prefix: values}))
 
 
@@ -466,7 +475,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _epochs_done(ckpt: dict[str, Any]) -> int:
     try:
-        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"])
+        # saved in on_train_epoch_end: the epoch is "processed" but not yet counted "completed"
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
     except (KeyError, TypeError):
         return int(ckpt.get("epoch", 0))
 
@@ -673,14 +683,15 @@ def compact_help(parser: LightningArgumentParser, sub: str) -> str:
     out = [
         f"usage: focalmix {sub} [--preset NAME] [--config FILE] [--model.NAME VALUE] [--data.NAME VALUE] ...",
         "",
-        plain(parser.description or "").strip(),
+        _DESCRIPTIONS.get(sub) or plain(parser.description or "").strip(),
         "Flags can also be set in a YAML --config (`--print_config` writes them all). Every Trainer and"
         " callback flag: --help_all.",
         "",
         "presets (YAML files shipped with focalmix; later --config files and flags override them):",
     ]
     for name in PRESETS:
-        first = preset_path(name).read_text().splitlines()[0].lstrip("# ").split(":", 1)[-1].strip()
+        first = preset_path(name).read_text().splitlines()[0].lstrip("# ").split(":", 1)[-1]
+        first = first.split(". ")[0].strip().rstrip(".")
         out.append(_line(f"--preset {name}", first))
     sections = [("model", None), ("data", None), *((k, v) for k, v in _RECIPE.items())]
     for group, names in sections:
