@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from focalmix.cli import FocalMixCLI, UsageError
+from focalmix.cli import FocalMixCLI, UsageError, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -25,7 +26,7 @@ QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summa
 
 
 def focalmix(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "focalmix", *args],
         cwd=cwd,
@@ -236,3 +237,58 @@ def test_multilabel_target_list_from_the_command_line(tmp_path):
     cli = parse("--data.source", str(tmp_path / "ml.csv"), "--data.target", "[a, b, c]")
     assert (cli.model.hparams.task, cli.model.hparams.num_classes) == ("multilabel", 3)
     assert cli.model.hparams.class_names == ["a", "b", "c"] and cli.model.hparams.num_features == 3
+
+
+SPEC_HYPERPARAMETERS = (
+    "--data.batch_size", "--trainer.max_epochs", "--early_stopping.patience", "--model.learning_rate",
+    "--model.dropout", "--model.weight_decay", "--model.focal_alpha", "--model.focal_gamma",
+    "--model.label_smoothing", "--model.mixup_alpha", "--model.warmup_pct",
+)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fit_help_is_short_plain_and_complete(tmp_path):
+    out = focalmix("fit", "--help", cwd=tmp_path).stdout
+    assert len(out.splitlines()) <= 150
+    for flag in (*SPEC_HYPERPARAMETERS, "--checkpoint.dirpath", "--preset fast", "--preset max_accuracy"):
+        assert flag in out, flag
+    assert out.index("--model.") < out.index("--data.") < out.index("--trainer.")
+    assert "``" not in out and ":func:" not in out and ":class:" not in out
+    full = focalmix("fit", "--help_all", cwd=tmp_path).stdout
+    assert "--trainer.gradient_clip_algorithm" in full and "``" not in full
+
+
+@pytest.mark.slow
+def test_quickstart_fit_console_is_quiet_and_ends_with_the_summary(tmp_path):
+    """The README's `focalmix fit`, shortened to 2 epochs, as a log file sees it (not a terminal)."""
+    proc = focalmix("fit", "--trainer.max_epochs", "2", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert not re.search(r"^\S+:\d+: ", out, re.MULTILINE), out  # no Python warning lines
+    assert "\x1b[A" not in out and "\r" not in out
+    for text in ("Seed set", "GPU available", "tensorboardX", "log_every_n_steps", "Total Flops"):
+        assert text not in out, text
+    assert "focalmix: data breast_cancer: binary, 30 features, 2 classes" in out
+    assert "focalmix: effective batch size 32, peak learning rate" in out
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == ["1/2", "2/2"]
+    summary = out[out.index("focalmix: best checkpoint: epoch") :]
+    rows = {ln.split()[0] for ln in summary.splitlines()[1:] if ln and not ln.startswith(("focalmix", "("))}
+    assert {"loss", "auroc", "ap", "ece", "brier", "threshold", "precision", "recall", "f1", "fpr"} <= rows
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert f"focalmix: run folder {run}" in out and (run / "report" / "report.html").is_file()
+    # scoring the checkpoint adds no version_1, and says which rows it scored
+    test = focalmix("test", "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), cwd=tmp_path).stdout
+    assert "VALIDATION rows" in test and "auroc" in test
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
+    # resuming the finished run: says so, exits 0, trains nothing
+    last = str(run / "checkpoints" / "last.ckpt")
+    again = focalmix("fit", "--trainer.max_epochs", "2", "--ckpt_path", last, cwd=tmp_path).stdout
+    assert "had already finished" in again and "epoch 1/" not in again
+
+
+def test_presets_by_name_equal_the_repository_configs():
+    for preset in SPEC:
+        packaged = preset_path(preset)
+        assert packaged.read_text() == (CONFIGS / f"{preset}.yaml").read_text()  # configs/ is the source
+        assert _values(parse("--preset", preset)) == SPEC[preset]
+    # a later flag overrides the preset
+    assert parse("--preset", "fast", "--data.batch_size", "8").config.data.batch_size == 8

@@ -84,7 +84,12 @@ def quiet_console(verbose: bool = False) -> None:
             logger.removeFilter(_FILTER)
         elif _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
-    warnings.showwarning = _original_showwarning if verbose else _showwarning
+    global _original_showwarning
+    if verbose:
+        if warnings.showwarning is _showwarning:
+            warnings.showwarning = _original_showwarning
+    elif warnings.showwarning is not _showwarning:
+        _original_showwarning, warnings.showwarning = warnings.showwarning, _showwarning
 
 
 def _is_terminal() -> bool:
