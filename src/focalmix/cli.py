@@ -12,6 +12,7 @@ import importlib.resources
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from jsonargparse import ArgumentError, Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from focalmix.callbacks import PredictionWriter
 from focalmix.console import (
@@ -286,7 +287,11 @@ class FocalMixCLI(LightningCLI):
         ):
             ours.append(FocalMixProgressBar())
         preemption = _preemption_callback()
-        if self.subcommand == "fit" and preemption is not None:
+        if (
+            self.subcommand == "fit"
+            and preemption is not None
+            and not any(type(c) is type(preemption) for c in given)
+        ):
             ours.append(preemption)
         trainer = super()._instantiate_trainer(config, [*callbacks, *ours])
         if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
@@ -742,6 +747,10 @@ def main(args: list[str] | None = None) -> None:
     argv = [a for a in argv if a != "--debug"]
     try:
         _dispatch(argv)
+    except SIGTERMException as exc:
+        # Lightning stops a fit on SIGTERM with a SystemExit of code None (0): a preempted run must not
+        # look successful to a scheduler (PreemptionCheckpoint has saved last.ckpt and said so)
+        raise SystemExit(128 + signal.SIGTERM) from exc
     except UsageError as exc:
         _fail(exc, exc.message, exc.hint, debug)
     except (ValueError, FileNotFoundError) as exc:
