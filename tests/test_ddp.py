@@ -189,6 +189,7 @@ def test_focalmix_fit_launches_two_processes(tmp_path):
             "2",
             "--checkpoint.dirpath",
             str(tmp_path / "ckpt"),
+            "--verbose",  # Lightning's own lines say how many processes registered
         ],
         cwd=tmp_path,
         env=env,

@@ -395,7 +395,8 @@ def open_study(url: str, name: str, direction: str, sampler: BaseSampler, pruner
     Raises:
         ValueError: the storage cannot be opened, or it holds ``name`` with the other direction.
     """
-    for attempt in range(3):
+    racing = ("already exists", "locked", "UNIQUE constraint failed")  # workers creating the schema at once
+    for attempt in range(4):
         try:
             # a heartbeat lets the next worker mark trials of a killed process failed instead of running
             with warnings.catch_warnings():
@@ -415,8 +416,8 @@ def open_study(url: str, name: str, direction: str, sampler: BaseSampler, pruner
             )
             break
         except Exception as err:  # noqa: BLE001 - SQLAlchemy and drivers raise many kinds
-            # two workers creating the same SQLite tables at once: the loser retries and loads them
-            if attempt == 2 or "already exists" not in str(err) and "locked" not in str(err):
+            # two workers creating the same tables (or alembic's version row) at once: the loser retries
+            if attempt == 3 or not any(text in str(err) for text in racing):
                 raise ValueError(
                     f"--tune.storage {url!r} cannot be opened ({type(err).__name__}: {err}). Give an "
                     "SQLAlchemy URL such as sqlite:///study.db or postgresql://user:password@host/db."
