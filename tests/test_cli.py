@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from focalmix.cli import FocalMixCLI, UsageError, preset_path
@@ -144,31 +145,34 @@ def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path, capsys
 
 @pytest.mark.slow
 def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
+    """A real table: string labels, a text column and gaps (both go through the model's encoder), a key."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4))
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
+    frame["color"] = rng.choice(["red", "blue", None], size=160)
+    frame.loc[::7, "b"] = np.nan
     frame["outcome"] = np.where(x[:, 0] + 0.5 * rng.normal(size=160) > 0.5, "yes", "no")
+    frame.insert(0, "row_id", [f"r{i}" for i in range(160)])
     frame.to_csv(tmp_path / "train.csv", index=False)
     new = frame.drop(columns="outcome").iloc[:37]
-    new[["d", "c", "b", "a"]].to_csv(tmp_path / "new.csv", index=False)  # same columns, other order
+    new[["d", "color", "c", "row_id", "b", "a"]].to_csv(tmp_path / "new.csv", index=False)  # other order
     root = ["--trainer.default_root_dir", "runs", "--checkpoint.dirpath", "runs/ckpt", *QUIET]
-    focalmix(
-        "fit",
-        "--data.source",
-        "train.csv",
-        "--data.target",
-        "outcome",
-        "--trainer.max_epochs",
-        "4",
-        "--model.learning_rate",
-        "0.01",
-        *root,
-        cwd=tmp_path,
-    )
+    data = ["--data.target", "outcome", "--data.id_columns", "[row_id]"]
+    out = focalmix(
+        "fit", "--data.source", "train.csv", *data, "--trainer.max_epochs", "4", "--model.learning_rate",
+        "0.01", *root, cwd=tmp_path,
+    ).stdout  # fmt: skip
     best = tmp_path / "runs" / "ckpt" / "best.ckpt"
     assert best.is_file() and (tmp_path / "runs" / "ckpt" / "last.ckpt").is_file()
+    summary = out[out.index("focalmix: best checkpoint") :]
+    assert "nan" not in summary and "warning" not in out, out
+    spec = torch.load(best, weights_only=True)["hyper_parameters"]["preprocessing"]
+    assert [(c["name"], c["kind"]) for c in spec["columns"]] == [
+        ("a", "numeric"), ("b", "numeric"), ("c", "numeric"), ("d", "numeric"), ("color", "categorical"),
+    ]  # fmt: skip
+    assert spec["columns"][1]["indicator"] and spec["columns"][4]["categories"] == ["blue", "red"]
     out = focalmix("test", "--ckpt_path", str(best), *root, cwd=tmp_path).stdout
-    assert "scored on the VALIDATION rows" in out and "auroc" in out
+    assert "scored on the VALIDATION rows" in out and "auroc" in out and "nan" not in out
     focalmix(
         "predict",
         "--ckpt_path",
@@ -181,7 +185,8 @@ def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
         cwd=tmp_path,
     )
     pred = pd.read_csv(tmp_path / "out" / "predictions.csv")
-    assert list(pred.columns) == ["prob_no", "prob_yes", "prediction"]
+    assert list(pred.columns) == ["row_id", "prob_no", "prob_yes", "prediction"]
+    assert pred["row_id"].tolist() == new["row_id"].tolist()
     assert len(pred) == 37 and set(pred["prediction"]) <= {"yes", "no"}
     np.testing.assert_allclose(pred["prob_no"] + pred["prob_yes"], 1.0, rtol=1e-6)
     # misaligned prediction columns are refused, naming the difference

@@ -210,3 +210,24 @@ def test_bad_tables_and_specs():
     dup = {"version": 1, "columns": [{"name": "a", "kind": "categorical", "categories": []}] * 2}
     with pytest.raises(ValueError, match=r"names columns \['a'\] more than once"):
         check_spec(dup)
+
+
+def test_a_model_without_the_tables_spec_is_refused():
+    """Raw category codes and NaN must never reach a model that has no encoder for them."""
+    import lightning.pytorch as pl
+
+    from focalmix import FocalMixClassifier, FocalMixDataModule
+
+    df = _table()
+    dm = FocalMixDataModule.from_arrays(df, np.where(df["x"] > 3, "yes", "no"), batch_size=64)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    bare = FocalMixClassifier(num_features=dm.num_features, class_names=dm.class_names)
+    with pytest.raises(ValueError, match=r"preprocessing=dm.preprocessing"):
+        trainer.fit(bare, datamodule=dm)
+    other = fit_spec(df.rename(columns={"x": "renamed"}), ["renamed", *FEATURES[1:]])
+    wrong = FocalMixClassifier(num_features=dm.num_features, preprocessing=other, class_names=dm.class_names)
+    with pytest.raises(ValueError, match=r"names or kinds differ"):
+        trainer.fit(wrong, datamodule=dm)
+    good = FocalMixClassifier(num_features=dm.num_features, preprocessing=dm.preprocessing)
+    trainer.fit(good, datamodule=dm)
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])

@@ -41,13 +41,21 @@ from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
 
 # Datamodule attributes the model is built from; read after the datamodule is created.
-LINKS = ("num_features", "num_classes", "task", "input_shape", "class_names", "feature_names")
+LINKS = (
+    "num_features",
+    "num_classes",
+    "task",
+    "input_shape",
+    "class_names",
+    "feature_names",
+    "preprocessing",
+)
 PRESETS = ("fast", "balanced", "max_accuracy")
 COMMANDS = ("fit", "validate", "test", "predict", "report", "tune", "export")
 _USER_ERRORS = (ValueError, TypeError, FileNotFoundError, MisconfigurationException)
 _DESCRIPTIONS = {
     "fit": "Train a model on --data.source with the focalmix recipe; ends with a table of the best"
-    " checkpoint's metrics, and report/ beside the checkpoints.",
+    " checkpoint's metrics, and report/ in the run folder.",
     "validate": "Score a checkpoint (--ckpt_path) on the validation rows.",
     "test": "Score a checkpoint (--ckpt_path) on the test rows (without a test split: on the validation rows,"
     " and it says so).",
@@ -108,7 +116,8 @@ class FocalMixCLI(LightningCLI):
     (``prediction_writer.path``) and ``TrainingDiagnostics`` (``diagnostics.*``); links the data's shape,
     classes and task into the model; keeps early stopping off while OneCycleLR warms up (``min_epochs``);
     ``--preset NAME`` loads a packaged preset. After ``fit`` it scores the best checkpoint on the
-    validation (and test) rows, prints one table and writes ``report/`` beside the checkpoints.
+    validation (and test) rows, prints one table and writes ``report/`` in the run folder (the logger's
+    version folder).
 
     Bad input raises :class:`UsageError` (a ``ValueError``) with a message naming the flag, from Python
     too (``FocalMixCLI(args=[...], run=False)``).
@@ -191,7 +200,7 @@ class FocalMixCLI(LightningCLI):
             "--report",
             type=bool,
             default=True,
-            help="fit: write report/ (report.html + PNG figures) beside the checkpoints folder; needs"
+            help="fit: write report/ (report.html + PNG figures) in the run folder; needs"
             ' matplotlib (pip install "focalmix[report]").',
         )
         parser.add_argument(
@@ -379,14 +388,12 @@ class FocalMixCLI(LightningCLI):
             columns["val"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if data.test_source is not None or data.test_fraction > 0:
             # the held-out split is scored once, with the best weights, as lightning-hydra-template does
-            trainer.test(
-                self.model, datamodule=data, ckpt_path="best" if best else None, verbose=self.verbose
-            )
+            trainer.test(self.model, datamodule=data, ckpt_path=best or None, verbose=self.verbose)
             columns["test"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         if trainer.is_global_zero:
             print(_fit_summary(trainer, best, columns))
             if self.config["fit"].get("report", True) and best:
-                self._write_report(Path(best).parent.parent / "report")
+                self._write_report(Path(run_folder(trainer)) / "report")
             print(f"focalmix: run folder {run_folder(trainer)}")
 
     def _score(self, fn: str, ckpt_path: str) -> dict[str, Any]:

@@ -340,6 +340,8 @@ class FocalMixClassifier(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None:
+            self._check_preprocessing(getattr(datamodule, "preprocessing", None))
         if stage != "fit" or datamodule is None:
             return
         norm = getattr(datamodule, "normalization", None)
@@ -350,6 +352,25 @@ class FocalMixClassifier(pl.LightningModule):
             if self.hparams.task == "multilabel":  # positives per label -> (negatives, positives)
                 counts = torch.stack([len(datamodule.train_dataset) - counts, counts], dim=-1)
             self.alpha_weights = auto_alpha(self.hparams.task, counts).to(self.device)
+
+    def _check_preprocessing(self, spec: dict | None) -> None:
+        """Refuse a table whose fitted transforms the model does not hold (raw codes and NaN would enter)."""
+        if spec is None:
+            return
+        columns = [(c["name"], c["kind"]) for c in spec["columns"]]
+        mine = self.hparams.get("preprocessing")
+        if mine is None:
+            raise ValueError(
+                "the datamodule's table is encoded by a fitted spec (missing values, categories) that "
+                "this model does not hold; build it with FocalMixClassifier(..., num_features="
+                "dm.num_features, preprocessing=dm.preprocessing)."
+            )
+        if [(c["name"], c["kind"]) for c in mine["columns"]] != columns:
+            raise ValueError(
+                f"the model encodes the columns {[c['name'] for c in mine['columns']]} but the datamodule's"
+                f" table has {[c for c, _ in columns]} (names or kinds differ); give the datamodule the"
+                " settings the model was trained with."
+            )
 
     def on_train_start(self) -> None:
         scheduler = self.lr_schedulers()
