@@ -255,3 +255,23 @@ def test_cli_errors_exit_2_and_name_the_argument(checkpoint, tmp_path, capsys, a
         main([a.format(**paths) for a in args])
     assert exit_info.value.code == 2
     assert message.format(**paths) in capsys.readouterr().err
+
+
+def test_onnx_from_a_dataframe_in_another_column_order(tmp_path):
+    """The README's serving recipe: the sidecar's `features` turn any column order into the model's input."""
+    import numpy as np
+    import pandas as pd
+
+    from focalmix.preprocessing import encode_frame, fit_spec
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"age": rng.normal(50, 10, 64), "color": rng.choice(["red", "blue", None], 64)})
+    frame.loc[::5, "age"] = np.nan
+    spec = fit_spec(frame, ["age", "color"])
+    torch.manual_seed(0)
+    model = FocalMixClassifier(num_features=2, preprocessing=spec, class_names=["no", "yes"])
+    path = export(model, tmp_path / "model.onnx", format="onnx")
+    features = json.loads((tmp_path / "model.onnx.json").read_text())["features"]
+    shuffled = frame[["color", "age"]].assign(extra=1.0)  # other order, an extra column
+    got = _run_onnx(path, torch.from_numpy(encode_frame(shuffled, features)))
+    assert_close(got, _expected(model, torch.from_numpy(encode_frame(frame, spec))))

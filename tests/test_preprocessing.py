@@ -167,6 +167,8 @@ def test_describe_lists_columns_codes_and_indicators():
     assert color["codes"] == {c: i + 1 for i, c in enumerate(color["categories"])}
     assert d["encoded_features"] == encoded_names(spec) == InputEncoder(spec).feature_names
     assert json.loads(json.dumps(d)) == d
+    df = _table(seed=3)  # an export's `features` metadata encodes a frame as the spec does
+    np.testing.assert_array_equal(encode_frame(df, d), encode_frame(df, spec))
 
 
 def test_bad_tables_and_specs():

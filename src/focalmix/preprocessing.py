@@ -386,6 +386,9 @@ def encoded_names(spec: dict) -> list[str]:
 def describe(spec: dict) -> dict:
     """What an exported model expects, for its metadata: columns in order, kinds, codes, indicators.
 
+    It is a spec too: ``encode_frame(frame, describe(spec))`` equals ``encode_frame(frame, spec)``, so an
+    export's ``features`` metadata turns a DataFrame into the exported model's input.
+
     Example:
         >>> spec = {"version": 1, "columns": [
         ...     {"name": "n", "kind": "numeric", "median": 0.0, "indicator": True, "mean": 0.0, "std": 1.0},
@@ -402,6 +405,7 @@ def describe(spec: dict) -> dict:
             entry["codes"] = {v: i + 1 for i, v in enumerate(c["categories"])}
         columns.append(entry)
     return {
+        "version": SPEC_VERSION,  # so that encode_frame(frame, <this>) reads it like the spec itself
         "feature_names": [c["name"] for c in cols],
         "columns": columns,
         "missing_indicators": [c["name"] for c in cols if c["kind"] == "numeric" and c["indicator"]],
