@@ -31,7 +31,9 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from focalmix.callbacks import PredictionWriter
+from focalmix.console import FocalMixProgressBar
 from focalmix.diagnostics import TrainingDiagnostics
+from focalmix.faults import PreemptionCheckpoint
 
 
 def cpu_model() -> str:
@@ -71,17 +73,22 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*Trying to infer the `batch_size`.*")
 
 
-def cli_callbacks(root: str | Path) -> list[Callback]:
-    """The callbacks ``focalmix fit`` adds by default (see ``FocalMixCLI``), writing under ``root``."""
+def cli_callbacks(root: str | Path, progress_bar: bool = True) -> list[Callback]:
+    """The callbacks ``focalmix fit`` adds by default (see ``FocalMixCLI``), writing under ``root``.
+
+    ``progress_bar``: its time-budgeted bar as on a terminal (the caller sends stdout to a file).
+    """
     root = Path(root)
-    return [
+    callbacks = [
         EarlyStopping(monitor="val/loss", mode="min", patience=8),
         ModelCheckpoint(dirpath=root / "checkpoints", monitor="val/loss", mode="min", filename="best"),
         ModelCheckpoint(dirpath=root / "checkpoints", filename="last", enable_version_counter=False),
         LearningRateMonitor(logging_interval="step"),
         PredictionWriter(root / "predictions.csv"),
         TrainingDiagnostics(),
+        PreemptionCheckpoint(),
     ]
+    return [*callbacks, FocalMixProgressBar(terminal=True)] if progress_bar else callbacks
 
 
 def cli_logger(root: str | Path) -> TensorBoardLogger | CSVLogger:

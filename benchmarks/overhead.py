@@ -15,7 +15,8 @@ Variants, each over the same rows of the same tensors, on CPU:
 * (a0) the same loop with the recipe off (plain BCE): what the recipe costs without Lightning;
 * (b)  ``Trainer.fit(FocalMixClassifier(...), FocalMixDataModule.from_arrays(...))`` with the callbacks and
   logger of ``focalmix fit`` (EarlyStopping, ModelCheckpoint best + last, LearningRateMonitor, the
-  PredictionWriter, TensorBoard) and the TQDM progress bar, whose output (stdout) goes to a file;
+  PredictionWriter, PreemptionCheckpoint, TensorBoard) and its time-budgeted progress bar (4 redraws/s),
+  whose output (stdout) goes to a file;
 * (b-) (b) without the progress bar;
 * (c)  (b) with the recipe off (``focal_gamma=0, focal_alpha=None, label_smoothing=0, mixup_alpha=0``);
 
@@ -220,7 +221,7 @@ def lightning_fit(
         kwargs.update(num_features=dm.num_features, hidden_sizes=(256, 256))
     model = model_class(task=dm.task, num_classes=dm.num_classes, **kwargs)
     with tempfile.TemporaryDirectory() as root:
-        defaults: dict[str, Any] = dict(callbacks=cli_callbacks(root), logger=cli_logger(root))
+        defaults: dict[str, Any] = dict(callbacks=cli_callbacks(root, progress_bar), logger=cli_logger(root))
         defaults.update(trainer_kwargs)
         trainer = Trainer(
             accelerator="cpu",
