@@ -14,10 +14,12 @@ from torch import Tensor, nn
 
 from focalmix import calibration as fm_calibration
 from focalmix import metrics as fm_metrics
+from focalmix import optim
 from focalmix.backbones import build_backbone, feature_size
 from focalmix.faults import capture_rng_state, restore_rng_state
 from focalmix.losses import TASKS, check_alpha, focal_loss
 from focalmix.mixup import mixup, mixup_loss
+from focalmix.preprocessing import check_same_spec
 
 _GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
 _RESIZABLE_BUFFERS = ("input_mean", "input_std", "alpha_weights")
@@ -341,7 +343,7 @@ class FocalMixClassifier(pl.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
-            self._check_preprocessing(getattr(datamodule, "preprocessing", None))
+            check_same_spec(self.hparams.get("preprocessing"), getattr(datamodule, "preprocessing", None))
         if stage != "fit" or datamodule is None:
             return
         norm = getattr(datamodule, "normalization", None)
@@ -353,37 +355,11 @@ class FocalMixClassifier(pl.LightningModule):
                 counts = torch.stack([len(datamodule.train_dataset) - counts, counts], dim=-1)
             self.alpha_weights = auto_alpha(self.hparams.task, counts).to(self.device)
 
-    def _check_preprocessing(self, spec: dict | None) -> None:
-        """Refuse a table whose fitted transforms the model does not hold (raw codes and NaN would enter)."""
-        if spec is None:
-            return
-        columns = [(c["name"], c["kind"]) for c in spec["columns"]]
-        mine = self.hparams.get("preprocessing")
-        if mine is None:
-            raise ValueError(
-                "the datamodule's table is encoded by a fitted spec (missing values, categories) that "
-                "this model does not hold; build it with FocalMixClassifier(..., num_features="
-                "dm.num_features, preprocessing=dm.preprocessing)."
-            )
-        if [(c["name"], c["kind"]) for c in mine["columns"]] != columns:
-            raise ValueError(
-                f"the model encodes the columns {[c['name'] for c in mine['columns']]} but the datamodule's"
-                f" table has {[c for c, _ in columns]} (names or kinds differ); give the datamodule the"
-                " settings the model was trained with."
-            )
-
     def on_train_start(self) -> None:
         scheduler = self.lr_schedulers()
-        expected = self.trainer.estimated_stepping_batches
-        resumed = self.trainer.ckpt_path is not None  # (the Tuner shortens runs on purpose: not a resume)
-        if resumed and scheduler is not None and getattr(scheduler, "total_steps", expected) != expected:
-            raise RuntimeError(
-                f"This run resumes a OneCycleLR schedule built for {scheduler.total_steps} optimizer steps,"
-                f" but the Trainer now plans {expected} (max_epochs, max_steps, limit_train_batches,"
-                " accumulate_grad_batches, devices or batch size changed). A one-cycle schedule cannot be"
-                " stretched: resume with the settings of the original run, or start a new fit from the"
-                " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
-            )
+        # (the Tuner shortens runs on purpose: they are not resumes)
+        if self.trainer.ckpt_path is not None and scheduler is not None:
+            optim.check_resumed_schedule(scheduler, self.trainer.estimated_stepping_batches)
         for logger in self.loggers:  # the effective batch and peak lr, next to the metrics
             logger.log_metrics(getattr(self, "_effective", {}), step=self.global_step)
         self.on_train_epoch_start()  # Lightning skips that hook when a run resumes mid-epoch
@@ -419,29 +395,18 @@ class FocalMixClassifier(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
         total = self.trainer.estimated_stepping_batches
-        if not math.isfinite(total) or total <= 0:
+        batch = self._effective_batch()
+        if batch is None and hp.lr_scaling != "none":
             raise ValueError(
-                "OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans"
-                f" {total}. Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that"
-                " the training dataloader is not empty."
+                "`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`."
             )
-        lr, batch = self._effective_lr()
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim > 1]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim <= 1]
-        optimizer = torch.optim.AdamW(
-            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=lr,
-            weight_decay=hp.weight_decay,
-            **_fastest_adamw([*decay, *no_decay]),
-        )
-        # torch's OneCycleLR divides 0 by 0 when warmup_pct * total_steps is exactly 1 (e.g. 0.1 of 10
-        # steps): warm up over 2 steps then.
-        pct_start = 2 / total if hp.warmup_pct * total == 1 else hp.warmup_pct
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        lr = optim.scaled_lr(hp.learning_rate, hp.lr_scaling, batch or 1, hp.reference_batch_size)
+        optimizer = optim.adamw(self.parameters(), lr=lr, weight_decay=hp.weight_decay)
+        scheduler = optim.one_cycle(
             optimizer,
+            total,
             max_lr=lr,
-            total_steps=int(total),
-            pct_start=pct_start,
+            warmup_pct=hp.warmup_pct,
             anneal_strategy=hp.anneal_strategy,
             cycle_momentum=hp.cycle_momentum,
             base_momentum=hp.base_momentum,
@@ -456,35 +421,15 @@ class FocalMixClassifier(pl.LightningModule):
         self._effective = {"effective_batch_size": float(batch or 0), "effective_peak_lr": lr}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def _effective_lr(self) -> tuple[float, int | None]:
-        hp, trainer = self.hparams, self.trainer
+    def _effective_batch(self) -> int | None:
+        """Samples per optimizer step over all processes, or None when the loader has no batch size."""
+        trainer = self.trainer
         batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
         if batch_size is None:
             batch_size = getattr(trainer.train_dataloader, "batch_size", None)
         if batch_size is None:
-            if hp.lr_scaling != "none":
-                raise ValueError(
-                    "`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`."
-                )
-            return hp.learning_rate, None
-        effective = batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        ratio = effective / hp.reference_batch_size
-        scale = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[hp.lr_scaling]
-        return hp.learning_rate * scale, effective
-
-
-def _fastest_adamw(params: list[Tensor]) -> dict[str, bool]:
-    """``fused=True`` where torch has a fused AdamW kernel for these tensors, else ``foreach=True``.
-
-    The fused kernel does the whole update in one pass (on CPU: 250 instead of 650 microseconds a step
-    for the default MLP); torch has it for floating-point tensors on CPU, CUDA, MPS and XPU, all on one
-    device type.
-    """
-    devices = {p.device.type for p in params}
-    fusable = len(devices) == 1 and devices <= {"cpu", "cuda", "mps", "xpu"}
-    if fusable and all(p.is_floating_point() for p in params):
-        return {"fused": True}
-    return {"foreach": True}
+            return None
+        return batch_size * trainer.world_size * trainer.accumulate_grad_batches
 
 
 def auto_alpha(task: str, class_counts: Any) -> Tensor:

@@ -372,6 +372,34 @@ def check_spec(spec: Any, arg: str = "preprocessing") -> dict:
     return spec
 
 
+def check_same_spec(model_spec: dict | None, data_spec: dict | None) -> None:
+    """Refuse a datamodule whose table the model cannot encode: raw codes and NaN would reach the network.
+
+    Raises:
+        ValueError: the data has a fitted spec and the model none, or their columns (names, kinds) differ.
+
+    Example:
+        >>> spec = {"version": 1, "columns": [{"name": "c", "kind": "categorical", "categories": ["x"]}]}
+        >>> check_same_spec(spec, spec), check_same_spec(None, None)
+        (None, None)
+    """
+    if data_spec is None:
+        return
+    if model_spec is None:
+        raise ValueError(
+            "the datamodule's table is encoded by a fitted spec (missing values, categories) that the "
+            "model does not hold; build it with FocalMixClassifier(..., num_features=dm.num_features, "
+            "preprocessing=dm.preprocessing)."
+        )
+    data = [(c["name"], c["kind"]) for c in data_spec["columns"]]
+    if [(c["name"], c["kind"]) for c in model_spec["columns"]] != data:
+        raise ValueError(
+            f"the model encodes the columns {[c['name'] for c in model_spec['columns']]} but the "
+            f"datamodule's table has {[name for name, _ in data]} (names or kinds differ); give the "
+            "datamodule the settings the model was trained with."
+        )
+
+
 def encoded_names(spec: dict) -> list[str]:
     """Names of :class:`InputEncoder`'s output columns, in order."""
     cols = check_spec(spec)["columns"]

