@@ -145,17 +145,19 @@ def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path, capsys
 
 @pytest.mark.slow
 def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
-    """A real table: string labels, a text column and gaps (both go through the model's encoder), a key."""
+    """A real table: string labels, text and boolean columns, gaps, a key; predict: new order, unseen level."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4))
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
     frame["color"] = rng.choice(["red", "blue", None], size=160)
+    frame["member"] = rng.choice([True, False], size=160)
     frame.loc[::7, "b"] = np.nan
     frame["outcome"] = np.where(x[:, 0] + 0.5 * rng.normal(size=160) > 0.5, "yes", "no")
     frame.insert(0, "row_id", [f"r{i}" for i in range(160)])
     frame.to_csv(tmp_path / "train.csv", index=False)
-    new = frame.drop(columns="outcome").iloc[:37]
-    new[["d", "color", "c", "row_id", "b", "a"]].to_csv(tmp_path / "new.csv", index=False)  # other order
+    new = frame.drop(columns="outcome").iloc[:37].copy()
+    new.loc[new.index[:3], "color"] = "green"  # a category training never saw
+    new[["d", "member", "color", "c", "row_id", "b", "a"]].to_csv(tmp_path / "new.csv", index=False)
     root = ["--trainer.default_root_dir", "runs", "--checkpoint.dirpath", "runs/ckpt", *QUIET]
     data = ["--data.target", "outcome", "--data.id_columns", "[row_id]"]
     out = focalmix(
@@ -169,6 +171,7 @@ def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
     spec = torch.load(best, weights_only=True)["hyper_parameters"]["preprocessing"]
     assert [(c["name"], c["kind"]) for c in spec["columns"]] == [
         ("a", "numeric"), ("b", "numeric"), ("c", "numeric"), ("d", "numeric"), ("color", "categorical"),
+        ("member", "categorical"),
     ]  # fmt: skip
     assert spec["columns"][1]["indicator"] and spec["columns"][4]["categories"] == ["blue", "red"]
     out = focalmix("test", "--ckpt_path", str(best), *root, cwd=tmp_path).stdout
