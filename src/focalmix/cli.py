@@ -342,6 +342,8 @@ class FocalMixCLI(LightningCLI):
         trainer, data = self.trainer, self.datamodule
         if trainer.fast_dev_run:
             return
+        if trainer.progress_bar_callback is not None:  # the scoring below leaves no stale bars behind
+            trainer.progress_bar_callback.disable()
         ckpt = trainer.checkpoint_callback
         best = (getattr(ckpt, "best_model_path", "") or "") if ckpt is not None else ""
         columns: dict[str, dict[str, Any]] = {}

@@ -149,6 +149,8 @@ class FocalMixProgressBar(TQDMProgressBar):
         self._flush(trainer)
         super().on_train_epoch_start(trainer, *args)
         self._pending = trainer.current_epoch
+        if self.is_enabled:  # counted from 1 of max_epochs, as the per-epoch lines and the summary count
+            self.train_progress_bar.set_description(f"Epoch {_epoch_of(trainer, trainer.current_epoch)}")
 
     def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
         self._flush(trainer)
@@ -158,10 +160,15 @@ class FocalMixProgressBar(TQDMProgressBar):
         if not self._lines or self._pending is None or not trainer.is_global_zero:
             return
         epoch, self._pending = self._pending, None
-        total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
         metrics = {k: v for k, v in trainer.progress_bar_metrics.items() if k != "v_num"}
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in metrics.items())
-        print(f"epoch {epoch + 1}/{total}  {shown}".rstrip(), flush=True)
+        print(f"epoch {_epoch_of(trainer, epoch)}  {shown}".rstrip(), flush=True)
+
+
+def _epoch_of(trainer: pl.Trainer, epoch: int) -> str:
+    """``"3/100"``: the 0-based ``epoch`` counted from 1, of ``max_epochs`` ("?" when unbounded)."""
+    total = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+    return f"{epoch + 1}/{total}"
 
 
 def _fmt(value: Any) -> str:

@@ -349,6 +349,7 @@ class Objective:
         mode = "min" if metric_direction(self.metric) == "minimize" else "max"
         args = [
             "fit",
+            "--report=false",  # figures for every trial cost seconds each; the user's flag may turn them on
             *self.fit_args,
             *(_flag(k, v) for k, v in params.items()),
             f"--seed_everything={seed}",
