@@ -63,6 +63,7 @@ def test_notebook_runs_and_shows_its_results(tmp_path, monkeypatch):
     assert images == 3  # loss and learning-rate curves, PR curves, the overfitting run
     assert "stopped after" in text and "val/auroc" in text
     gamma_table = next(_text(c) for c in code if "gamma" in _text(c) and "AUROC" in _text(c))
-    assert all(col in gamma_table for col in ("AP", "ECE")) and len(gamma_table.splitlines()) >= 6
+    columns = ("AP", "ECE raw", "ECE calibrated")
+    assert all(col in gamma_table for col in columns) and len(gamma_table.splitlines()) >= 6
     assert "[overfitting]" in text and "--model.dropout" in text
-    assert "calibrated threshold" in text and "precision" in text and "recall" in text
+    assert "threshold chosen on validation" in text and "precision" in text and "recall" in text
