@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from focalmix.cli import FocalMixCLI, UsageError, preset_path
+from focalmix.cli import FocalMixCLI, UsageError, main, preset_path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -144,8 +144,8 @@ def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path, capsys
 
 
 @pytest.mark.slow
-def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
-    """A real table: string labels, text and boolean columns, gaps, a key; predict: new order, unseen level."""
+def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path, capsys):
+    """A real table: string labels, text and boolean columns, gaps, a key; predict: new order, new level."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4))
     frame = pd.DataFrame(x, columns=["a", "b", "c", "d"])
@@ -205,6 +205,14 @@ def test_fit_test_predict_on_a_csv_with_string_labels(tmp_path):
         check=False,
     )
     assert proc.returncode != 0 and "'z'" in proc.stderr and "'a'" in proc.stderr
+    # a checkpoint without the table's encoding (trained before it existed) is refused, not re-encoded
+    ckpt = torch.load(best, weights_only=True)
+    ckpt["hyper_parameters"]["preprocessing"] = None
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    old = ["predict", "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.source", str(tmp_path / "train.csv")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(old)
+    assert exit_info.value.code == 2 and "holds no table encoding" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

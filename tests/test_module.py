@@ -235,7 +235,7 @@ def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path):
 
 def test_unbounded_horizon_is_a_clear_error(tmp_path):
     trainer = quiet_trainer(tmp_path, max_epochs=-1, max_steps=-1, limit_val_batches=0)
-    with pytest.raises(ValueError, match="Set `max_epochs` .* or `max_steps`"):
+    with pytest.raises(ValueError, match="set `max_epochs` .* or `max_steps`"):
         trainer.fit(FocalMixClassifier(num_features=6), _loaders()[0])
 
 

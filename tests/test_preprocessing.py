@@ -228,8 +228,17 @@ def test_a_model_without_the_tables_spec_is_refused():
         trainer.fit(bare, datamodule=dm)
     other = fit_spec(df.rename(columns={"x": "renamed"}), ["renamed", *FEATURES[1:]])
     wrong = FocalMixClassifier(num_features=dm.num_features, preprocessing=other, class_names=dm.class_names)
-    with pytest.raises(ValueError, match=r"names or kinds differ"):
+    with pytest.raises(ValueError, match=r"other columns or categories"):
         trainer.fit(wrong, datamodule=dm)
     good = FocalMixClassifier(num_features=dm.num_features, preprocessing=dm.preprocessing)
     trainer.fit(good, datamodule=dm)
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
+    # new rows whose datamodule fits its own categories (violet never appears) would shift every code
+    y = np.where(df["x"] > 3, "yes", "no")
+    fewer = df["color"] != "violet"
+    refit = FocalMixDataModule.from_arrays(df[fewer], y[fewer], batch_size=64)
+    with pytest.raises(ValueError, match=r"preprocessing=model.hparams.preprocessing"):
+        trainer.predict(good, datamodule=refit)
+    same = FocalMixDataModule.from_arrays(df[fewer], y[fewer], preprocessing=good.hparams.preprocessing)
+    probs = torch.cat(trainer.predict(good, datamodule=same))
+    assert len(probs) == len(same.split_indices["val"]) and torch.isfinite(probs).all()

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
+from focalmix import _sources
 from focalmix._cli_text import (
     PRESETS,
     UsageError,
@@ -216,6 +217,17 @@ class FocalMixCLI(LightningCLI):
         update["data"] = {
             k: v for k, v in data_hparams.items() if k in current and current[k] == defaults.get(k)
         }
+        # The weights were trained on the checkpoint's table encoding (categories in its order, its
+        # medians): the data is encoded with that one, never refitted on the rows at hand.
+        spec = ckpt["hyper_parameters"].get("preprocessing")
+        source = update["data"].get("source", current.get("source"))
+        if spec is None and _sources.is_table(source):
+            raise UsageError(
+                f"--ckpt_path: {ckpt_path} holds no table encoding (it was trained before focalmix encoded"
+                " tables inside the model, or on arrays); its inputs cannot be rebuilt from a table",
+                "train it again with this version of focalmix",
+            )
+        update["data"]["preprocessing"] = spec
         try:
             self.config = self.parser.parse_object({subcommand: update}, self.config)
         except ArgumentError as exc:

@@ -17,6 +17,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -217,7 +218,7 @@ def run_folder(trainer: pl.Trainer) -> str:
     if trainer.loggers:
         return str(trainer.log_dir)
     if ckpt is not None and getattr(ckpt, "dirpath", None):
-        return str(ckpt.dirpath)
+        return str(Path(ckpt.dirpath).parent)
     return str(trainer.default_root_dir)
 
 

@@ -68,9 +68,9 @@ def one_cycle(
     """
     if not math.isfinite(total_steps) or total_steps <= 0:
         raise ValueError(
-            "OneCycleLR needs a finite, positive number of optimizer steps, but the Trainer plans"
-            f" {total_steps}. Set `max_epochs` (>= 1) or `max_steps` (> 0) on the Trainer, and check that"
-            " the training dataloader is not empty."
+            f"OneCycleLR needs a finite, positive number of optimizer steps, got {total_steps}. With a"
+            " Trainer: set `max_epochs` (>= 1) or `max_steps` (> 0), and check that the training"
+            " dataloader is not empty."
         )
     # torch's OneCycleLR divides 0 by 0 when warmup_pct * total_steps is exactly 1 (e.g. 0.1 of 10
     # steps): warm up over 2 steps then.
@@ -87,6 +87,10 @@ def scaled_lr(learning_rate: float, scaling: str, effective_batch: int, referenc
         >>> scaled_lr(1e-4, "linear", 256, 32), scaled_lr(1e-4, "sqrt", 128, 32)
         (0.0008, 0.0002)
     """
+    if scaling not in SCALINGS:
+        raise ValueError(f"`lr_scaling` must be one of {SCALINGS}, got {scaling!r}.")
+    if not (effective_batch >= 1 and reference_batch >= 1):
+        raise ValueError(f"batch sizes must be >= 1, got {effective_batch} and {reference_batch}.")
     ratio = effective_batch / reference_batch
     return learning_rate * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
 

@@ -372,18 +372,23 @@ def check_spec(spec: Any, arg: str = "preprocessing") -> dict:
     return spec
 
 
-def check_same_spec(model_spec: dict | None, data_spec: dict | None) -> None:
-    """Refuse a datamodule whose table the model cannot encode: raw codes and NaN would reach the network.
+def check_same_spec(model_spec: dict | None, data_spec: Any) -> None:
+    """Refuse a datamodule whose table the model cannot read: raw codes and NaN would reach the network.
+
+    The datamodule turns categories into codes by its spec and the model one-hot encodes codes by its own,
+    so both must list the same columns, kinds and categories in the same order (numeric statistics live
+    in the model alone). Anything that is not a spec (another datamodule's ``preprocessing``) is ignored.
 
     Raises:
-        ValueError: the data has a fitted spec and the model none, or their columns (names, kinds) differ.
+        ValueError: the data has a fitted spec and the model none, or their columns, kinds or categories
+            differ.
 
     Example:
         >>> spec = {"version": 1, "columns": [{"name": "c", "kind": "categorical", "categories": ["x"]}]}
         >>> check_same_spec(spec, spec), check_same_spec(None, None)
         (None, None)
     """
-    if data_spec is None:
+    if not (isinstance(data_spec, dict) and isinstance(data_spec.get("columns"), list)):
         return
     if model_spec is None:
         raise ValueError(
@@ -391,12 +396,15 @@ def check_same_spec(model_spec: dict | None, data_spec: dict | None) -> None:
             "model does not hold; build it with FocalMixClassifier(..., num_features=dm.num_features, "
             "preprocessing=dm.preprocessing)."
         )
-    data = [(c["name"], c["kind"]) for c in data_spec["columns"]]
-    if [(c["name"], c["kind"]) for c in model_spec["columns"]] != data:
+
+    def layout(spec: dict) -> list[tuple]:
+        return [(c["name"], c["kind"], c.get("categories")) for c in spec["columns"]]
+
+    if layout(model_spec) != layout(data_spec):
         raise ValueError(
-            f"the model encodes the columns {[c['name'] for c in model_spec['columns']]} but the "
-            f"datamodule's table has {[name for name, _ in data]} (names or kinds differ); give the "
-            "datamodule the settings the model was trained with."
+            f"the datamodule encodes its table ({[c['name'] for c in data_spec['columns']]}) with other "
+            "columns or categories than the model was trained on; give the datamodule the model's: "
+            "FocalMixDataModule(..., preprocessing=model.hparams.preprocessing)."
         )
 
 

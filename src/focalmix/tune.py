@@ -347,10 +347,12 @@ class Objective:
         trial.set_user_attr("folder", str(folder))
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where its folder is
         mode = "min" if metric_direction(self.metric) == "minimize" else "max"
+        # figures for every trial cost seconds each; a --report flag of the user's still decides
+        report = [] if any(a.startswith("--report") for a in self.fit_args) else ["--report=false"]
         args = [
             "fit",
-            "--report=false",  # figures for every trial cost seconds each; the user's flag may turn them on
             *self.fit_args,
+            *report,
             *(_flag(k, v) for k, v in params.items()),
             f"--seed_everything={seed}",
             f"--trainer.default_root_dir={folder}",
