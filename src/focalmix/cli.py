@@ -358,6 +358,10 @@ class FocalMixCLI(LightningCLI):
             trainer.progress_bar_callback.disable()
         ckpt = trainer.checkpoint_callback
         best = (getattr(ckpt, "best_model_path", "") or "") if ckpt is not None else ""
+        # read before scoring: loading the best checkpoint restores EarlyStopping's state of that epoch
+        run = f"{trainer.current_epoch} epochs run"
+        if any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks):
+            run += ", stopped early"
         columns: dict[str, dict[str, Any]] = {}
         if best:
             columns["val"] = self._score("validate", best)
@@ -368,7 +372,7 @@ class FocalMixCLI(LightningCLI):
             trainer.test(self.model, datamodule=data, ckpt_path=best or None, verbose=self.verbose)
             columns["test"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         if trainer.is_global_zero:
-            print(_fit_summary(trainer, best, columns))
+            print(_fit_summary(run, best, columns))
             if self.config["fit"].get("report", True) and best:
                 self._write_report(Path(run_folder(trainer)) / "report")
             print(f"focalmix: run folder {run_folder(trainer)}")
@@ -495,9 +499,7 @@ def _preemption_callback() -> Any:
     return PreemptionCheckpoint()
 
 
-def _fit_summary(trainer: Trainer, best: str, columns: dict[str, dict[str, Any]]) -> str:
-    stopped = any(isinstance(c, EarlyStopping) and c.stopped_epoch > 0 for c in trainer.callbacks)
-    run = f"{trainer.current_epoch} epochs run{', stopped early' if stopped else ''}"
+def _fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]]) -> str:
     if best:
         epoch = torch.load(best, weights_only=True, map_location="cpu").get("epoch", 0)
         head = f"focalmix: best checkpoint: epoch {epoch + 1} ({run}), {best}"
