@@ -46,6 +46,7 @@ from focalmix.console import (
 from focalmix.data import FocalMixDataModule
 from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
+from focalmix.trust import UntrustedClassError, check_hyperparameters
 
 __all__ = ["LINKS", "PRESETS", "FocalMixCLI", "UsageError", "load_checkpoint", "main", "preset_path"]
 
@@ -463,6 +464,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UsageError(
             f"--ckpt_path: {path} is not a focalmix checkpoint (no FocalMixClassifier hyperparameters in it)"
         )
+    try:  # before jsonargparse or Lightning import anything the checkpoint names
+        check_hyperparameters([hparams, ckpt.get("datamodule_hyper_parameters")], f"--ckpt_path {path}")
+    except UntrustedClassError as err:
+        raise UsageError(err.summary, err.hint) from None
     return ckpt
 
 

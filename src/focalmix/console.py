@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 # Warnings nobody can act on from the command line (matched against the start of the message).
 _DROPPED_WARNINGS = (
@@ -213,10 +214,16 @@ class ConsoleSummary(Callback):
 
 
 def run_folder(trainer: pl.Trainer) -> str:
-    """The folder a fit writes to: the logger's version folder, else the checkpoints' parent."""
+    """The folder a fit writes to: the logger's version folder, else the checkpoints' parent.
+
+    Read from the first logger on this rank, never through ``Trainer.log_dir``: that property broadcasts
+    from rank 0, a collective, and the console asks only on rank 0 (a DDP fit hung there).
+    """
     ckpt = trainer.checkpoint_callback
     if trainer.loggers:
-        return str(trainer.log_dir)
+        logger = trainer.loggers[0]  # what Trainer.log_dir reads, without its broadcast
+        folder = logger.log_dir if isinstance(logger, CSVLogger | TensorBoardLogger) else logger.save_dir
+        return str(folder or trainer.default_root_dir)
     if ckpt is not None and getattr(ckpt, "dirpath", None):
         return str(Path(ckpt.dirpath).parent)
     return str(trainer.default_root_dir)

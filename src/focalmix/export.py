@@ -24,10 +24,11 @@ import argparse
 import importlib.util
 import json
 import pickle
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn
 
 import torch
 from lightning.pytorch.core.module import _jit_is_scripting
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 
 from focalmix.faults import atomic_write
 from focalmix.module import FocalMixClassifier
+from focalmix.trust import UntrustedClassError
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -320,8 +322,17 @@ def _installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (as every focalmix command's), not the usage block too."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"focalmix: error: {message}", file=sys.stderr)
+        print("  see: focalmix export --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="focalmix export",
         description="Export a trained checkpoint as a file that maps raw features to probabilities.",
     )
@@ -364,6 +375,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--output must differ from --ckpt_path, got {output} for both.")
     try:
         model = FocalMixClassifier.load_from_checkpoint(ckpt, map_location="cpu")
+    except UntrustedClassError as err:
+        parser.error(f"--ckpt_path: {err}")
     except (KeyError, TypeError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         parser.error(
             f"--ckpt_path: cannot rebuild a FocalMixClassifier from {ckpt}: {err} A model with a custom"

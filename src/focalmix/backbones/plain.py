@@ -221,8 +221,10 @@ def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequen
     if isinstance(backbone, nn.Module):
         return backbone
     if isinstance(backbone, dict):  # {"class_path": "pkg.mod.Class", "init_args": {...}}
-        module_name, _, cls_name = backbone["class_path"].rpartition(".")
-        cls = getattr(importlib.import_module(module_name), cls_name)
+        from focalmix.trust import resolve_module_class
+
+        # checked before anything is imported: a shared checkpoint must not be able to run code
+        cls = resolve_module_class(backbone.get("class_path"), "the backbone's class_path")
         init_args = dict(backbone.get("init_args") or {})
         # a tabular backbone sized by its input gets the model's input width, as the default MLP does
         if num_features is not None and "num_features" in inspect.signature(cls).parameters:
