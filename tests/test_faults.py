@@ -66,22 +66,55 @@ def test_a_run_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path, balanc
         assert torch.equal(expected[name], got[name]), name
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, Path]:
+    runs = {}
+    for sampling, extra in (("shuffled", []), ("balanced", ["--data.balanced_sampling", "true"])):
+        folder = tmp_path_factory.mktemp(f"whole_{sampling}")
+        assert _focalmix(*extra, folder=folder).returncode == 0
+        runs[sampling] = folder / "last.ckpt"
+    return runs
+
+
+# (epoch, batch): the end of epoch 0's 4th batch, epoch 2's first batch, epoch 3's last-but-one batch
+POINTS = {"early": (0, 3), "epoch_start": (2, 0), "late": (3, 10)}
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
+
+
 @pytest.mark.slow
-def test_sigterm_mid_epoch_saves_a_last_checkpoint_that_resumes(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.parametrize("point", list(POINTS))
+@pytest.mark.parametrize("sampling", ["shuffled", "balanced"])
+def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, uninterrupted, signum, point, sampling):
+    if sampling == "balanced" and point != "early":
+        pytest.skip("balanced sampling: one point is enough (the same resumable loader)")
+    extra = ["--data.balanced_sampling", "true"] if sampling == "balanced" else []
+    epoch, batch = POINTS[point]
     stopped = _focalmix(
+        *extra,
         "--trainer.callbacks+=tests._faults_helpers.SignalMidEpoch",
-        "--trainer.callbacks.epoch", "1",
-        "--trainer.callbacks.batch", "3",
+        "--trainer.callbacks.epoch", str(epoch),
+        "--trainer.callbacks.batch", str(batch),
+        "--trainer.callbacks.signum", str(int(signum)),
         folder=tmp_path,
     )  # fmt: skip
-    assert stopped.returncode != 0
+    assert stopped.returncode == EXIT[signum], stopped.stderr[-2000:]
     assert "Traceback" not in stopped.stderr, stopped.stderr[-2000:]
     last = tmp_path / "last.ckpt"
     ckpt = torch.load(last, map_location="cpu", weights_only=True)
-    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 12 + 4  # epoch 0 whole, 4 batches of epoch 1
-    resumed = _focalmix("--ckpt_path", str(last), folder=tmp_path)
+    if signum == signal.SIGKILL:  # no chance to save: the last end-of-epoch checkpoint
+        assert ckpt["global_step"] == 12 * epoch
+    else:  # saved at the end of the batch the signal came in: mid-epoch
+        assert ckpt["epoch"] == epoch and ckpt["global_step"] == 12 * epoch + batch + 1
+    if ckpt["global_step"] == 0:
+        return  # killed before anything was saved: a resume is a new run
+    resumed = _focalmix(*extra, "--ckpt_path", str(last), folder=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 5 * 12
+    assert "not resumable" not in resumed.stderr
+    expected, got = _weights(uninterrupted[sampling]), _weights(last)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
 
 
 def test_atomic_write_gives_the_file_the_usual_permissions(tmp_path):

@@ -13,6 +13,7 @@ import re
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,7 @@ from focalmix.console import (
 from focalmix.data import FocalMixDataModule
 from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
+from focalmix.optim import ResumeScheduleError
 from focalmix.trust import UntrustedClassError, check_hyperparameters
 
 __all__ = ["LINKS", "PRESETS", "FocalMixCLI", "UsageError", "load_checkpoint", "main", "preset_path"]
@@ -279,6 +281,9 @@ class FocalMixCLI(LightningCLI):
         ):
             ours.append(preemption)
         trainer = super()._instantiate_trainer(config, [*callbacks, *ours])
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
+        if ckpt_path and config.get("logger") in (None, True):
+            trainer.loggers = resume_logger(ckpt_path) or trainer.loggers
         if trainer.logger is None:  # LearningRateMonitor refuses to run without a logger
             trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LearningRateMonitor)]
         return trainer
@@ -298,7 +303,14 @@ class FocalMixCLI(LightningCLI):
         kwargs = self._prepare_subcommand_kwargs(subcommand)
         if subcommand in ("validate", "test"):
             kwargs["verbose"] = self.verbose
-        getattr(self.trainer, subcommand)(**kwargs)
+        try:
+            getattr(self.trainer, subcommand)(**kwargs)
+        except ResumeScheduleError as exc:
+            raise UsageError(
+                f"--ckpt_path: {str(exc).split(' (')[0]}",
+                "resume with the original --trainer.max_epochs (and batch size, devices), or start a new"
+                " fit without --ckpt_path",
+            ) from exc
         after = getattr(self, f"after_{subcommand}", None)
         if callable(after):
             after()
@@ -471,6 +483,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def resume_logger(ckpt_path: str) -> list[Any] | None:
+    """A resumed fit logs into its run folder: the default logger pinned to the checkpoint's version.
+
+    Only for checkpoints under ``<save_dir>/<name>/<version>/checkpoints/`` of a folder a logger wrote
+    (``hparams.yaml`` there); else None (Lightning's default logger: a new version folder).
+    """
+    run = Path(ckpt_path).resolve().parent.parent
+    if Path(ckpt_path).resolve().parent.name != "checkpoints" or not (run / "hparams.yaml").is_file():
+        return None
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    kind = TensorBoardLogger if any(run.glob("events.out.tfevents.*")) else CSVLogger
+    with warnings.catch_warnings():  # "the folder exists and is not empty": on purpose, the CSV appends
+        warnings.simplefilter("ignore")
+        return [kind(save_dir=str(run.parent.parent), name=run.parent.name, version=run.name)]
+
+
 def _epochs_done(ckpt: dict[str, Any]) -> int:
     try:
         # saved in on_train_epoch_end: the epoch is "processed" but not yet counted "completed"
@@ -591,8 +620,11 @@ def main(args: list[str] | None = None) -> None:
         _dispatch(argv)
     except SIGTERMException as exc:
         # Lightning stops a fit on SIGTERM with a SystemExit of code None (0): a preempted run must not
-        # look successful to a scheduler (PreemptionCheckpoint has saved last.ckpt and said so)
-        raise SystemExit(128 + signal.SIGTERM) from exc
+        # look successful to a scheduler (PreemptionCheckpoint has saved last.ckpt and said so).
+        # 130 after Ctrl-C, 143 after SIGTERM, as a shell reports them.
+        from focalmix import faults
+
+        raise SystemExit(128 + (signal.SIGINT if faults.stopped_by == "SIGINT" else signal.SIGTERM)) from exc
     except UsageError as exc:
         _fail(exc, exc.message, exc.hint, debug)
     except (ValueError, FileNotFoundError) as exc:

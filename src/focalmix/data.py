@@ -208,6 +208,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         _prep.check_options(missing, max_categories, self.standardize)
         self.max_categories, self.missing = max_categories, missing
         self._prepared: _Prepared | None = None
+        self._train_loader: InMemoryBatches | None = None
+        self._train_resume: dict[str, int] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
         self._ids: dict[str, pd.DataFrame | None] = {}
 
@@ -524,10 +526,32 @@ class FocalMixDataModule(pl.LightningDataModule):
         trainer = self.trainer
         single = trainer is None or trainer.world_size == 1
         if single and self.num_workers == 0 and isinstance(ds.x, torch.Tensor):
-            return InMemoryBatches(ds, sampler, self.batch_size, self._batch_device(ds))
+            loader = InMemoryBatches(ds, sampler, self.batch_size, self._batch_device(ds), self._consumed)
+            if self._train_resume:
+                loader.load_state_dict(self._train_resume)
+            self._train_loader = loader
+            return loader
         if not single and not self.balanced_sampling:
             sampler = None  # Lightning's DistributedSampler shuffles by (seed, epoch) and shards
         return self._loader(ds, shuffle=sampler is None, sampler=sampler)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: where the training loader stands within its epoch (mid-epoch resumes).
+
+        Kept here as well as through Lightning's loader protocol: Lightning builds the training loader
+        (for ``estimated_stepping_batches``) before it restores loop states, and then never hands the
+        loader its saved state; the datamodule's state is restored before that.
+        """
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._train_resume = state_dict.get("train_loader")
+
+    def _consumed(self) -> int:
+        """Training batches finished in the current epoch (what a mid-epoch checkpoint resumes after)."""
+        trainer = self.trainer
+        return 0 if trainer is None else trainer.fit_loop.epoch_loop.batch_progress.current.completed
 
     def _batch_device(self, ds: ArrayDataset) -> torch.device | None:
         """The accelerator, when the training split takes at most a quarter of its free memory."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,10 @@ class InMemoryBatches:
         sampler: an ``_EpochSeeded`` sampler over the dataset's positions.
         batch_size: rows per batch; the last batch may be smaller.
         device: where batches are gathered; default None: where the data is.
+        consumed: returns how many batches of the current epoch the trainer has finished; with it the
+            loader is resumable (Lightning's ``state_dict``/``load_state_dict`` protocol): a run resumed
+            mid-epoch continues with the next batch of the same order. (The loader itself cannot count:
+            Lightning fetches a batch ahead of the one it trains on.)
 
     Example:
         >>> ds = ArrayDataset(torch.arange(10.0).view(5, 2), torch.arange(5))
@@ -173,6 +177,7 @@ class InMemoryBatches:
         sampler: _EpochSeeded,
         batch_size: int,
         device: torch.device | None = None,
+        consumed: Callable[[], int] | None = None,
     ) -> None:
         if not isinstance(dataset.x, torch.Tensor):
             raise TypeError("InMemoryBatches needs a dataset whose `x` is a tensor, not a memory map.")
@@ -184,6 +189,7 @@ class InMemoryBatches:
             y = None if dataset.y is None else pick(dataset.y).to(device)
             dataset, rows = ArrayDataset(pick(dataset.x).to(device), y), None
         self.dataset, self._rows = dataset, rows
+        self._consumed, self._resume = consumed, None
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
@@ -193,5 +199,15 @@ class InMemoryBatches:
         if self._rows is not None:
             order = self._rows.index_select(0, order)  # positions in x
         order = order.to(self.dataset.x.device)
-        for rows in order.split(self.batch_size):
+        resume, self._resume = self._resume, None
+        skip = resume["batches"] if resume and resume["epoch"] == self.sampler.epoch else 0
+        for rows in order.split(self.batch_size)[skip:]:
             yield self.dataset.take(rows)
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the epoch stands: ``{"epoch", "batches"}`` (batches finished in that epoch)."""
+        return {"epoch": int(self.sampler.epoch), "batches": int(self._consumed()) if self._consumed else 0}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """The next pass over ``state["epoch"]`` starts after its first ``state["batches"]`` batches."""
+        self._resume = dict(state)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,15 +88,20 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(cuda)
 
 
+stopped_by: str | None = None  # "SIGINT" or "SIGTERM" once a signal has stopped a fit (the exit code)
+
+
 class PreemptionCheckpoint(Callback):
     """Save ``last.ckpt`` when a fit is stopped by SIGTERM (preemption, ``scancel``) or Ctrl-C.
 
-    Lightning turns SIGTERM into an exception at the end of the current training batch and Ctrl-C into
-    a ``KeyboardInterrupt``; both reach ``on_exception``, where this writes the checkpoint (mid-epoch
-    when the signal came mid-epoch: Lightning resumes from there) into the folder of the ``last.ckpt``
-    callback, so that ``--ckpt_path .../last.ckpt`` resumes the run. Lightning's checkpoint writer
-    already goes through a temporary file (an fsspec transaction), so a second kill during the save
-    leaves the previous ``last.ckpt`` intact. Rank 0 writes; every rank must take part under DDP.
+    Lightning turns SIGTERM into an exception at the end of the current training batch. While training,
+    this makes the first Ctrl-C (SIGINT) do the same (a second one interrupts at once), so both stop at a
+    batch boundary: never between a backward pass and its optimizer step. Both reach ``on_exception``,
+    where this writes the checkpoint into the folder of the ``last.ckpt`` callback, mid-epoch when the
+    signal came mid-epoch; with a resumable training loader (focalmix's own) ``--ckpt_path
+    .../last.ckpt`` continues with the next batch of the same order. Lightning's checkpoint writer goes
+    through a temporary file, so a second kill during the save leaves the previous ``last.ckpt`` intact.
+    Rank 0 writes; every rank takes part under DDP.
 
     Args:
         filename: the checkpoint's file name. Default: ``"last.ckpt"``.
@@ -107,12 +114,38 @@ class PreemptionCheckpoint(Callback):
     def __init__(self, filename: str = "last.ckpt") -> None:
         self.filename = filename
         self.saved_path: str | None = None
+        self._previous_sigint: Any = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        global stopped_by
+        stopped_by = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        global stopped_by
+        if stopped_by is not None:  # the second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        stopped_by = "SIGINT"
+        print("\nfocalmix: stopping after this batch (Ctrl-C again to stop at once)", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's own graceful path: it stops at the batch's end
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+        self._previous_sigint = None
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_sigint()
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        global stopped_by
+        self._restore_sigint()
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt) or trainer.state.fn != "fit":
             return
+        stopped_by = stopped_by or ("SIGTERM" if isinstance(exception, SIGTERMException) else "SIGINT")
         folder = self._folder(trainer)
         if folder is None:
             return
@@ -120,7 +153,7 @@ class PreemptionCheckpoint(Callback):
         trainer.save_checkpoint(path)
         self.saved_path = path
         rank_zero_info(
-            f"focalmix: stopped by {type(exception).__name__}; saved {path} (resume with --ckpt_path)"
+            f"focalmix: stopped by {stopped_by}; saved {path} (resume with --ckpt_path)"
         )
 
     def _folder(self, trainer: pl.Trainer) -> str | None:

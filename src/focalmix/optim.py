@@ -95,11 +95,15 @@ def scaled_lr(learning_rate: float, scaling: str, effective_batch: int, referenc
     return learning_rate * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[scaling]
 
 
+class ResumeScheduleError(RuntimeError):
+    """A resumed run's Trainer plans another number of steps than its one-cycle schedule was built for."""
+
+
 def check_resumed_schedule(scheduler: object, planned_steps: float) -> None:
     """Refuse to resume a one-cycle schedule built for another number of steps than the Trainer plans."""
     total = getattr(scheduler, "total_steps", planned_steps)
     if total != planned_steps:
-        raise RuntimeError(
+        raise ResumeScheduleError(
             f"This run resumes a OneCycleLR schedule built for {total} optimizer steps,"
             f" but the Trainer now plans {planned_steps} (max_epochs, max_steps, limit_train_batches,"
             " accumulate_grad_batches, devices or batch size changed). A one-cycle schedule cannot be"
