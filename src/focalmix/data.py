@@ -27,7 +27,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from focalmix import _sources
+from focalmix import _sources, data_media
 from focalmix import preprocessing as _prep
 from focalmix._sources import RawData
 from focalmix.datasets import (
@@ -124,6 +124,16 @@ class FocalMixDataModule(pl.LightningDataModule):
         id_columns: table key columns: not features, copied in front of the predictions. Default None.
         drop_columns: table columns to ignore. Default None.
         preprocessing: a fitted spec (from a checkpoint) to encode with instead of fitting one.
+        path_column: the column of a CSV/Parquet manifest that holds media file paths (relative to the
+            manifest's folder); with it ``source`` is a manifest of clips or images. Default None.
+        clip_seconds: audio clip length; default None: the backbone's (1 s before one is known).
+        bad_files: a media file that cannot be decoded: ``"error"`` (default: one line naming it) or
+            ``"skip"`` (left out; the data summary says how many).
+        long_files: audio longer than a clip: ``"split"`` (default: cut into consecutive clips),
+            ``"crop"`` (its first clip) or ``"error"``.
+        cache_dir: where a frozen backbone's features are kept between runs: ``"auto"`` (default:
+            ``$XDG_CACHE_HOME/focalmix`` or ``~/.cache/focalmix``), a folder, or ``"none"`` (computed once
+            per run, in memory).
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -170,18 +180,24 @@ class FocalMixDataModule(pl.LightningDataModule):
         id_columns: list[str] | None = None,
         drop_columns: list[str] | None = None,
         preprocessing: dict | None = None,
+        path_column: str | None = None,
+        clip_seconds: float | None = None,
+        bad_files: Literal["error", "skip"] = "error",
+        long_files: Literal["split", "crop", "error"] = "split",
+        cache_dir: str = "auto",
     ) -> None:
         super().__init__()
         # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
         self.save_hyperparameters(logger=False)  # the logger gets them through config.yaml
+        self._media = data_media.check_settings(path_column, clip_seconds, bad_files, long_files, cache_dir)
         if source != _ARRAYS or not hasattr(self, "_arrays"):
-            _sources.check_source(source, "source", need_labels=True)
+            self._check_source(source, "source", need_labels=True)
             self._arrays: RawData | None = None
         for arg, src in (("val_source", val_source), ("test_source", test_source)):
             if src is not None:
-                _sources.check_source(src, arg, need_labels=True)
+                self._check_source(src, arg, need_labels=True)
         if predict_source is not None:
-            _sources.check_source(predict_source, "predict_source", need_labels=False)
+            self._check_source(predict_source, "predict_source", need_labels=False)
         self.target = _sources.check_target(target, task, positive_class, balanced_sampling, TASKS)
         self.feature_columns = _sources.check_str_list(feature_columns, "feature_columns", optional=True)
         self.val_fraction, self.test_fraction = _sources.check_split(val_fraction, test_fraction)
@@ -200,6 +216,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         self.source, self.val_source, self.test_source = source, val_source, test_source
         self.predict_source, self.positive_class, self._task_arg = predict_source, positive_class, task
         table = self._arrays.frame is not None if self._arrays else _sources.is_table(source)
+        table = table and not data_media.is_media(source, path_column)
         lists = _prep.check_table_args(
             table, self.target, self.feature_columns, categorical_columns, id_columns, drop_columns,
             preprocessing,
@@ -208,6 +225,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         _prep.check_options(missing, max_categories, self.standardize)
         self.max_categories, self.missing = max_categories, missing
         self._prepared: _Prepared | None = None
+        self._media_index: dict[int, Any] = {}  # stream -> MediaIndex of a media source
+        self._backbone: torch.nn.Module | None = None  # what media are prepared for (attach_backbone)
         self._train_loader: InMemoryBatches | None = None
         self._train_resume: dict[str, int] | None = None
         self._datasets: dict[str, ArrayDataset] = {}
@@ -255,7 +274,15 @@ class FocalMixDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------------------------------------
     # Reading, coding and splitting (lazy, cached, deterministic)
 
+    def _check_source(self, source: Any, arg: str, need_labels: bool) -> None:
+        if not data_media.is_media(source, self._media.path_column):
+            _sources.check_source(source, arg, need_labels=need_labels)
+
     def _load(self, source: Any, stream: int, need_labels: bool, expected: list[str] | None) -> RawData:
+        if data_media.is_media(source, self._media.path_column):
+            index = data_media.load_index(source, self._media, need_labels, self.target, self._spec_of())
+            self._media_index[stream] = index
+            return RawData(torch.empty(len(index), 0), index.labels, None, index.name)
         keys = (self.id_columns or [], self.drop_columns or [])
         if self._spec is not None and expected is None:
             expected = [c["name"] for c in self._spec["columns"]]
@@ -300,6 +327,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         return _sources.split_indices(strata, val, test, self.seed, class_names)
 
     def _stats(self, raw: RawData, splits: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if 0 in self._media_index:
+            return None  # media: the backbone normalizes its own input
         if raw.frame is not None:  # a table: the model standardizes through the spec, fitted on train rows
             if self._spec is None:
                 # missing='error' is enforced by _encode over every row, with the file's name
@@ -355,6 +384,9 @@ class FocalMixDataModule(pl.LightningDataModule):
         prep = self._prepare()
         stream = {"val": 1, "test": 2, "predict": 3}[split]
         raw = self._load(source, stream, split != "predict", prep.raw.feature_names)
+        if stream in self._media_index:
+            y = None if raw.y is None else self._code(_sources.clean_labels(raw.y, raw.name), raw.name)
+            return self._media_dataset(split, self._media_index[stream], y)
         self._ids[split] = raw.ids
         if raw.frame is not None and self._spec is not None:
             self._encode(raw)  # finite, numeric where training was: checked while encoding
@@ -391,7 +423,9 @@ class FocalMixDataModule(pl.LightningDataModule):
             return self._datasets[split]
         prep = self._prepare()
         x_path = prep.raw.x_path
-        if split == "train" or (split == "val" and self.val_source is None):
+        if 0 in self._media_index and (split in ("train", "val", "test") or self.predict_source is None):
+            ds = self._main_media_dataset(split)
+        elif split == "train" or (split == "val" and self.val_source is None):
             ds = ArrayDataset(prep.raw.x, prep.y, prep.splits[split], x_path=x_path)
         elif split == "val":
             ds = self._secondary("val", self.val_source)
@@ -410,17 +444,84 @@ class FocalMixDataModule(pl.LightningDataModule):
         return ds
 
     # ----------------------------------------------------------------------------------------------
+    # Media: decoded per batch, or a frozen backbone's features computed once (focalmix.data_media)
+
+    def attach_backbone(self, backbone: torch.nn.Module | None) -> None:
+        """Prepare media for this backbone: its ``input_spec`` (rate, clip, image size); a frozen one's
+        features are computed once per split (and cached). Called by ``setup`` with the model's backbone."""
+        if backbone is not self._backbone:
+            self._backbone = backbone
+            if self._media_index:
+                self._datasets.clear()  # media datasets depend on the backbone
+
+    def _spec_of(self) -> Any:
+        return getattr(self._backbone, "input_spec", None)
+
+    def _main_media_dataset(self, split: str) -> Any:
+        prep = self._prepare()
+        if split == "predict":  # no predict_source: the test data (media: the same split)
+            split_rows, with_index = "test" if len(prep.splits["test"]) else "val", True
+        else:
+            split_rows, with_index = split, False
+        if split_rows == "test" and self.test_source is None and self.test_fraction == 0:
+            split_rows = "val"
+        rows = prep.splits[split_rows]
+        return self._media_dataset(split, self._media_index[0].take(rows), prep.y[rows], with_index)
+
+    def _media_dataset(self, split: str, index: Any, y: Any, with_index: bool = False) -> Any:
+        with_index = with_index or split == "predict"
+        self._ids[split] = _media_ids(index)  # batches' "index": positions in this split
+        spec, backbone = self._spec_of(), self._backbone
+        frozen = backbone is not None and (getattr(backbone, "frozen", False) or self._frozen_by_model())
+        if frozen and spec is not None:
+            return data_media.features_dataset(
+                index, y, split, backbone, spec, self._media, self.trainer, with_index
+            )
+        return data_media.raw_dataset(index, y, spec, self._media, with_index)
+
+    def _frozen_by_model(self) -> bool:
+        model = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return bool(getattr(getattr(model, "hparams", {}), "get", lambda *_: False)("freeze_backbone"))
+
+    @property
+    def feature_normalization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, std) of a frozen backbone's features on the training split (media); else None."""
+        ds = self._dataset("train") if self._media_index and self._backbone is not None else None
+        if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
+            return None
+        return ds.x.mean(0), ds.x.std(0).clamp_min(1e-6)
+
+    def summary_lines(self) -> list[str]:
+        """Extra lines for the data summary: skipped media files and features from the cache."""
+        return data_media.summary_lines(self._media_index.get(0), self._media)
+
+    # ----------------------------------------------------------------------------------------------
     # Metadata: readable right after __init__ (LightningCLI links it into the model at instantiation)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one sample, e.g. ``(30,)`` for feature rows or ``(1, 8, 8)`` for digits."""
+    def input_shape(self) -> tuple[int, ...] | None:
+        """Shape of one sample, e.g. ``(30,)`` for feature rows or ``(1, 8, 8)`` for digits; None for media
+        (the backbone's ``input_spec`` says what it takes)."""
+        if self._prepare() and 0 in self._media_index:
+            return None
         return tuple(int(s) for s in self._prepare().raw.x.shape[1:])
 
     @property
-    def num_features(self) -> int:
-        """Values per sample, ``prod(input_shape)``."""
-        return math.prod(self.input_shape)
+    def num_features(self) -> int | None:
+        """Values per sample, ``prod(input_shape)``; None for media."""
+        shape = self.input_shape
+        return None if shape is None else math.prod(shape)
+
+    @property
+    def input_width(self) -> int | None:
+        """The width a custom backbone receives on a table: the encoded columns (one-hot categories,
+        missing-value indicators), what the model's encoder outputs; ``num_features`` for other data."""
+        spec = self.preprocessing
+        if spec is None:
+            return self.num_features
+        from focalmix.preprocessing import InputEncoder
+
+        return InputEncoder(spec).out_features
 
     @property
     def task(self) -> str:
@@ -462,7 +563,12 @@ class FocalMixDataModule(pl.LightningDataModule):
 
     @property
     def predict_ids(self) -> pd.DataFrame | None:
-        """The ``id_columns`` of the rows to predict, indexed by each row's ``"index"``; None without ids."""
+        """The ``id_columns`` of the rows to predict, indexed by each row's ``"index"``; None without ids.
+
+        Media: the file path (and, for clips cut from long files, the start time in seconds)."""
+        if self._media_index:
+            self._dataset("predict")
+            return self._ids["predict"]
         ds, test = self._dataset("predict"), "test" if self.test_source or self.test_fraction else "val"
         ids = self._ids.get("predict" if self.predict_source else test, self._prepare().raw.ids)
         rows = ds.indices if ds.indices is not None or ids is None else np.arange(len(ids))
@@ -505,6 +611,11 @@ class FocalMixDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read the data for ``stage`` (the main source is read once and reused)."""
         self._prepare()
+        if self._media_index:
+            if self.trainer is None and self._backbone is None:
+                return  # media wait for the model's backbone (and, under DDP, for every rank)
+            if self.trainer is not None:
+                self.attach_backbone(getattr(self.trainer.lightning_module, "backbone", None))
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
         for split in wanted.get(stage, ("train", "val", "test")):
             self._dataset(split)
@@ -517,6 +628,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         ``DataLoader``, to which Lightning adds its DDP sampler (seeded by the global seed and epoch).
         """
         ds = self._dataset("train")
+        if not isinstance(ds, ArrayDataset):  # media decoded per batch
+            return self._loader(ds, shuffle=True)
         if self.balanced_sampling:
             counts = torch.tensor(self.class_counts, dtype=torch.float64)
             weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
@@ -610,3 +723,13 @@ class FocalMixDataModule(pl.LightningDataModule):
         return UnrepeatedDistributedSampler(
             ds, num_replicas=replicas, rank=kwargs.get("rank", 0), shuffle=False
         )
+
+
+def _media_ids(index: Any) -> pd.DataFrame:
+    """The predictions CSV's leading columns for media: the path, and the start of clips of long files."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"path": index.paths})
+    if np.any(index.starts):
+        frame["start_seconds"] = index.starts
+    return frame

@@ -30,6 +30,8 @@ class ArrayDataset(Dataset):
         indices: the rows of ``x`` this dataset exposes (a split), default all rows.
         with_index: add ``"index"`` (the row of ``x``) to each batch, for prediction.
         x_path: the ``.npy`` behind a memmap, reopened after pickling instead of copying the data.
+        x_key: the batch key of ``x``: ``"x"`` (inputs) or ``"features"`` (a frozen backbone's output,
+            which the model feeds straight to its head).
 
     Example:
         >>> ds = ArrayDataset(torch.arange(12.0).view(6, 2), torch.arange(6), np.array([4, 0, 2]))
@@ -44,8 +46,9 @@ class ArrayDataset(Dataset):
         indices: np.ndarray | None = None,
         with_index: bool = False,
         x_path: str | None = None,
+        x_key: str = "x",
     ) -> None:
-        self.x, self.y, self.with_index, self.x_path = x, y, with_index, x_path
+        self.x, self.y, self.with_index, self.x_path, self.x_key = x, y, with_index, x_path, x_key
         self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -68,7 +71,7 @@ class ArrayDataset(Dataset):
             # One fancy index reads only these rows of a memmap. Reading them in sorted order and
             # restoring the batch order measured ~1.5x slower per batch with a warm page cache.
             x = torch.from_numpy(np.asarray(self.x[rows_t.numpy()], dtype=np.float32))
-        batch = {"x": x}
+        batch = {self.x_key: x}
         if self.y is not None:
             batch["y"] = torch.index_select(self.y, 0, rows_t)
         if self.with_index:
@@ -187,7 +190,7 @@ class InMemoryBatches:
             # the split alone moves to the accelerator, once; positions then index it directly
             pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
             y = None if dataset.y is None else pick(dataset.y).to(device)
-            dataset, rows = ArrayDataset(pick(dataset.x).to(device), y), None
+            dataset, rows = ArrayDataset(pick(dataset.x).to(device), y, x_key=dataset.x_key), None
         self.dataset, self._rows = dataset, rows
         self._consumed, self._resume = consumed, None
 

@@ -23,7 +23,7 @@ from focalmix.mixup import mixup, mixup_loss
 from focalmix.preprocessing import check_same_spec
 
 _GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
-_RESIZABLE_BUFFERS = ("input_mean", "input_std", "alpha_weights")
+_RESIZABLE_BUFFERS = ("input_mean", "input_std", "feature_mean", "feature_std", "alpha_weights")
 
 
 class FocalMixClassifier(pl.LightningModule):
@@ -57,7 +57,9 @@ class FocalMixClassifier(pl.LightningModule):
         hidden_sizes: hidden widths of the default MLP. Default: (256, 256).
         backbone_features: output size of a custom backbone; found from its ``num_features`` or
             ``out_features`` attribute or by a dry run on ``input_shape`` if not given.
-        freeze_backbone: train only the head; the backbone stays in eval mode. Default: False.
+        freeze_backbone: train only the head; the backbone stays in eval mode. Default: False. A
+            pretrained adapter (:mod:`focalmix.backbones`, ``frozen = True``) is frozen without it, and
+            with media data its features are computed once and cached (:mod:`focalmix.data_media`).
         dropout: dropout before the head, in [0, 1). Default: 0.5.
         learning_rate: peak learning rate of OneCycleLR, > 0. Default: 1e-4.
         weight_decay: AdamW weight decay, >= 0, not applied to biases and norm weights. Default: 0.01.
@@ -136,7 +138,12 @@ class FocalMixClassifier(pl.LightningModule):
             input_shape = tuple(int(s) for s in input_shape)
             num_features = num_features or math.prod(input_shape)
         _validate(locals())
-        self.save_hyperparameters(ignore=["backbone"] if isinstance(backbone, nn.Module) else None)
+        self.save_hyperparameters(ignore=["backbone"] if _unsaved_module(backbone) else None)
+        if _unsaved_module(backbone) and callable(getattr(backbone, "config", None)):
+            # a pretrained adapter rebuilds from its class path and config: checkpoints stay self-contained
+            cls = type(backbone)
+            self.hparams["backbone"] = {"class_path": f"{cls.__module__}.{cls.__qualname__}",
+                                        "init_args": backbone.config()}  # fmt: skip
         self.encoder = None
         if preprocessing is not None:
             from focalmix.preprocessing import InputEncoder
@@ -148,10 +155,13 @@ class FocalMixClassifier(pl.LightningModule):
         width = backbone_features or feature_size(self.backbone, dry_run_shape)
         out = 1 if task == "binary" else num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out))
-        if freeze_backbone:
+        if self._backbone_frozen():
             self.backbone.requires_grad_(False)
         self.register_buffer("input_mean", torch.empty(0))
         self.register_buffer("input_std", torch.empty(0))
+        # a frozen backbone's features standardized on the training split (set at fit; empty: as they are)
+        self.register_buffer("feature_mean", torch.empty(0))
+        self.register_buffer("feature_std", torch.empty(0))
         # per-class weights live on the model's device, so the loss copies nothing per step
         weights = focal_alpha if isinstance(focal_alpha, list | tuple) else []
         self.register_buffer("alpha_weights", torch.tensor(weights, dtype=torch.float32))
@@ -208,9 +218,19 @@ class FocalMixClassifier(pl.LightningModule):
             return (x - self.input_mean) / self.input_std
         return x
 
-    def _logits(self, features: Tensor) -> Tensor:
-        logits = self.head(self.backbone(features))  # (B, 1) or (B, C)
+    def _logits(self, x: Tensor) -> Tensor:
+        return self._head_logits(self.backbone(x))
+
+    def _head_logits(self, features: Tensor) -> Tensor:
+        """The head on backbone features (B, F): what batches of cached ``"features"`` go through."""
+        if self.feature_mean.numel():
+            features = (features - self.feature_mean) / self.feature_std
+        logits = self.head(features)  # (B, 1) or (B, C)
         return logits.squeeze(-1) if self.hparams.task == "binary" else logits
+
+    def _backbone_frozen(self) -> bool:
+        """``freeze_backbone``, or a pretrained adapter that never trains (``frozen = True``)."""
+        return bool(self.hparams.freeze_backbone or getattr(self.backbone, "frozen", False))
 
     def predict_proba(self, x: Tensor, calibrated: bool = True) -> Tensor:
         """Probabilities: (B,) of the positive class for binary, (B, C) otherwise; calibrated by default."""
@@ -227,7 +247,7 @@ class FocalMixClassifier(pl.LightningModule):
 
     def train(self, mode: bool = True) -> FocalMixClassifier:
         super().train(mode)
-        if self.hparams.freeze_backbone:
+        if self._backbone_frozen():
             self.backbone.eval()  # frozen BatchNorm statistics too
         return self
 
@@ -240,6 +260,8 @@ class FocalMixClassifier(pl.LightningModule):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
         # These buffers are empty until fit sets them; take the checkpoint's shapes before loading.
+        for name in ("feature_mean", "feature_std"):  # checkpoints from before they existed
+            state_dict.setdefault(prefix + name, torch.empty(0))
         for name in _RESIZABLE_BUFFERS:
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name], device=self.device))
@@ -265,9 +287,12 @@ class FocalMixClassifier(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = _unpack(batch)
         # Mix encoded features: mixing category codes or NaN would invent categories and spread gaps.
-        x, lam, perm = mixup(self._encode(x), self.hparams.mixup_alpha, self._mixup_generator)
+        # Cached features of a frozen backbone are mixed as they are and go to the head alone.
+        cached = _has_features(batch)
+        x, lam, perm = mixup(x if cached else self._encode(x), self.hparams.mixup_alpha, self._mixup_generator)
         per_sample = functools.partial(self._criterion, reduction="none")
-        loss = mixup_loss(per_sample, self._logits(x), y, lam, perm, per_sample=True)
+        logits = self._head_logits(x) if cached else self._logits(x)
+        loss = mixup_loss(per_sample, logits, y, lam, perm, per_sample=True)
         # Summed here, logged once per epoch: self.log on every step cost more than the loss itself.
         self._train_loss_sum += loss.detach() * len(x)
         self._train_count += len(x)
@@ -287,12 +312,14 @@ class FocalMixClassifier(pl.LightningModule):
         self._eval_step("test", batch)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        if _has_features(batch):
+            return self._to_probs(self.calibrate_logits(self._head_logits(batch["features"])))
         x = batch["x"] if isinstance(batch, dict) else batch[0] if isinstance(batch, list | tuple) else batch
         return self.predict_proba(x)
 
     def _eval_step(self, stage: str, batch: Any) -> None:
         x, y = _unpack(batch)
-        logits = self(x)
+        logits = self._head_logits(x) if _has_features(batch) else self(x)
         getattr(self, f"{stage}_loss").update(self._criterion(logits, y, reduction="none"))
         target = y.long() if self.hparams.task != "multiclass" or y.ndim == 1 else y.argmax(-1)
         getattr(self, f"{stage}_logits").update(logits.detach().float())
@@ -372,11 +399,17 @@ class FocalMixClassifier(pl.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             check_same_spec(self.hparams.get("preprocessing"), getattr(datamodule, "preprocessing", None))
+        if stage == "fit" and self._backbone_frozen():
+            # Lightning warns about modules left in eval mode: a frozen backbone is, on purpose.
+            warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
         if stage != "fit" or datamodule is None:
             return
         norm = getattr(datamodule, "normalization", None)
         if norm is not None:
             self.set_normalization(*norm)
+        feature_norm = getattr(datamodule, "feature_normalization", None)
+        if feature_norm is not None and self._backbone_frozen():
+            self.feature_mean, self.feature_std = (t.to(self.device) for t in feature_norm)
         if self.hparams.focal_alpha == "auto":
             counts = torch.as_tensor(datamodule.class_counts)
             if self.hparams.task == "multilabel":  # positives per label -> (negatives, positives)
@@ -481,11 +514,28 @@ def auto_alpha(task: str, class_counts: Any) -> Tensor:
     return (counts[..., 0] / counts.sum(-1)).clamp(0.25, 0.75)
 
 
+def _unsaved_module(backbone: Any) -> bool:
+    """A backbone object the hyperparameters cannot hold, unless LightningCLI gave its class_path dict."""
+    if not isinstance(backbone, nn.Module):
+        return False
+    try:  # LightningCLI's instantiator hands the config (with the backbone's class_path) to hparams
+        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+    except ImportError:  # pragma: no cover - a Lightning without it: the object is not saved
+        return True
+    return not isinstance((_given_hyperparameters.get() or {}).get("backbone"), dict)
+
+
+def _has_features(batch: Any) -> bool:
+    return isinstance(batch, dict) and "features" in batch
+
+
 def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
+    """(inputs, targets): ``"x"``, or ``"features"`` (a frozen backbone's cached output), and ``"y"``."""
     if isinstance(batch, dict):
-        if "x" not in batch or "y" not in batch:
-            raise KeyError(f"a batch dict needs keys 'x' and 'y', got {sorted(batch)}.")
-        return batch["x"], batch["y"]
+        x = batch.get("features", batch.get("x"))
+        if x is None or "y" not in batch:
+            raise KeyError(f"a batch dict needs keys 'x' (or 'features') and 'y', got {sorted(batch)}.")
+        return x, batch["y"]
     if isinstance(batch, list | tuple) and len(batch) >= 2:
         return batch[0], batch[1]
     raise TypeError(

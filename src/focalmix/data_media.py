@@ -1,0 +1,184 @@
+"""Media sources inside FocalMixDataModule: folders or manifests of clips/images -> datasets.
+
+The datamodule reads a media source into a :class:`~focalmix.media.MediaIndex` (labels coded and split
+like any other source), then turns each split into a dataset here:
+
+* with a frozen backbone (a pretrained adapter, or ``freeze_backbone``): the backbone's features of every
+  item, computed once before the first epoch (:func:`focalmix.cache.compute_features`, stored in the
+  feature cache unless it is off), served as ``{"features": (B, F)}`` batches: 100 epochs pass every
+  clip through the backbone once;
+* otherwise: :class:`~focalmix.media.MediaDataset`, decoding one batch at a time into ``{"x": ...}``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from focalmix import media
+from focalmix.datasets import ArrayDataset
+
+CACHE_OFF = ("none", "off", "false")
+
+
+@dataclass
+class MediaSettings:
+    """The datamodule's media arguments (checked there)."""
+
+    path_column: str | None = None
+    clip_seconds: float | None = None
+    bad_files: str = "error"
+    long_files: str = "split"
+    cache_dir: str = "auto"
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> compute_features stats
+
+    def clip_for(self, spec: Any) -> float:
+        """Clip length: the user's, else the backbone's, else 1 s (before a backbone is known)."""
+        if self.clip_seconds is not None:
+            return float(self.clip_seconds)
+        return float(getattr(spec, "clip_seconds", None) or 1.0)
+
+
+def check_settings(
+    path_column: Any, clip_seconds: Any, bad_files: Any, long_files: Any, cache_dir: Any
+) -> MediaSettings:
+    """Check the datamodule's media arguments when it is built (a bad config fails when parsed)."""
+    if path_column is not None and not isinstance(path_column, str):
+        raise TypeError(f"`path_column` must be a column name, got {path_column!r}.")
+    if clip_seconds is not None:
+        if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, int | float):
+            raise TypeError(f"`clip_seconds` must be a number of seconds, got {clip_seconds!r}.")
+        if not 0 < clip_seconds < 3600:
+            raise ValueError(f"`clip_seconds` must be in (0, 3600), got {clip_seconds}.")
+    for name, value, choices in (
+        ("bad_files", bad_files, ("error", "skip")),
+        ("long_files", long_files, ("split", "crop", "error")),
+    ):
+        if value not in choices:
+            raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+    if not isinstance(cache_dir, str | os.PathLike) or not str(cache_dir):
+        raise TypeError(f"`cache_dir` must be 'auto', 'none' or a folder, got {cache_dir!r}.")
+    return MediaSettings(path_column, clip_seconds, bad_files, long_files, str(cache_dir))
+
+
+def is_media(source: Any, path_column: str | None) -> bool:
+    """True for a folder of clips/images or a manifest with ``path_column``."""
+    if not isinstance(source, str | os.PathLike):
+        return False
+    if not os.path.exists(source):
+        return False
+    return media.media_kind(source, path_column) is not None
+
+
+def load_index(source: str, settings: MediaSettings, need_labels: bool, target: Any, spec: Any = None):
+    """Scan a folder or read a manifest; cut long audio files into clips (training and evaluation data)."""
+    if settings.path_column is not None and os.path.isfile(source):
+        index = media.read_manifest(
+            source, settings.path_column, target if need_labels else None, need_labels, settings.bad_files
+        )
+    else:
+        index = media.scan_folder(source, need_labels=need_labels, bad_files=settings.bad_files)
+    if index.kind == "audio" and settings.long_files != "crop":
+        index = media.split_long_files(index, settings.clip_for(spec), settings.long_files)
+    return index
+
+
+def summary_lines(index: Any, settings: MediaSettings) -> list[str]:
+    """What the data summary adds for media: skipped files and where the features came from."""
+    lines = []
+    if index is not None and index.skipped:
+        path, reason = index.skipped[0]
+        lines.append(
+            f"focalmix: skipped {len(index.skipped)} file(s) that cannot be decoded (--data.bad_files"
+            f" skip), e.g. {path}: {reason}"
+        )
+    for split, s in settings.stats.items():
+        lines.append(
+            f"focalmix: features {split}: {s['total']:,} inputs, {s['from_cache']:,} from the cache,"
+            f" {s['computed']:,} through the backbone"
+        )
+    return lines
+
+
+def cache_for(settings: MediaSettings, backbone: Any, spec: Any):
+    """The feature cache of this backbone and these input settings, or None when it is off."""
+    from focalmix import cache
+
+    if str(settings.cache_dir).lower() in CACHE_OFF:
+        return None
+    root = cache.default_cache_dir() if settings.cache_dir == "auto" else settings.cache_dir
+    identity = backbone.identity() if hasattr(backbone, "identity") else _weights_identity(backbone)
+    inputs = {"spec": spec.to_dict() if spec is not None else None, "clip": settings.clip_for(spec)}
+    return cache.FeatureCache(root, cache.namespace(identity, inputs))
+
+
+def _weights_identity(backbone: torch.nn.Module) -> str:
+    """A frozen torch backbone without ``identity()``: its class and a hash of its weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"{type(backbone).__qualname__}@sha256:{digest.hexdigest()[:16]}"
+
+
+def features_dataset(
+    index: Any,
+    y: torch.Tensor | None,
+    split: str,
+    backbone: torch.nn.Module,
+    spec: Any,
+    settings: MediaSettings,
+    trainer: Any = None,
+    with_index: bool = False,
+) -> ArrayDataset:
+    """The backbone's features of every item of a split, computed once (cached), as an ArrayDataset."""
+    from focalmix import cache as fm_cache
+
+    loader = media.make_loader(spec, settings.clip_for(spec))
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+    keys = [fm_cache.file_key(p, s) for p, s in zip(index.paths, index.starts, strict=True)]
+
+    def encode(positions: list[int]) -> np.ndarray:
+        batch = np.stack([loader(index.paths[i], float(index.starts[i])) for i in positions])
+        with torch.no_grad():
+            out = backbone(torch.from_numpy(batch).to(device))
+        return out.reshape(len(positions), -1).float().cpu().numpy()
+
+    world = trainer.world_size if trainer is not None else 1
+    dist = {}
+    if world > 1:
+        dist = {
+            "rank": trainer.global_rank,
+            "world_size": world,
+            "barrier": trainer.strategy.barrier,
+            "all_gather": trainer.strategy.all_gather,
+        }
+    chief = trainer is None or trainer.is_global_zero
+    was_training = backbone.training
+    backbone.eval().to(device)
+    try:
+        features, stats = fm_cache.compute_features(
+            keys, encode, cache_for(settings, backbone, spec), batch_size=64,
+            progress=print if chief else None, label=f"features {split}", **dist,
+        )  # fmt: skip
+    finally:
+        backbone.train(was_training)
+    settings.stats[split] = stats
+    return ArrayDataset(torch.from_numpy(np.ascontiguousarray(features)), y, None, with_index, x_key="features")
+
+
+def raw_dataset(index: Any, y: torch.Tensor | None, spec: Any, settings: MediaSettings, with_index: bool):
+    """Decoded media, one batch at a time (a backbone that trains, or no backbone known yet)."""
+    if spec is None:
+        raise ValueError(
+            f"{index.name} holds {index.kind} files: the model needs a pretrained backbone that says what"
+            " input it takes, e.g. --model.backbone focalmix.backbones."
+            + ("SpeechEmbedding" if index.kind == "audio" else "EfficientNetLite0")
+        )
+    return media.MediaDataset(index, y, media.make_loader(spec, settings.clip_for(spec)), with_index)
