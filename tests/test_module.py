@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from focalmix import FocalMixClassifier
 from focalmix.losses import focal_loss
+from focalmix.trust import UntrustedClassError, trusting
 from tests.conftest import quiet_trainer
 
 
@@ -200,7 +201,10 @@ def test_custom_backbone_round_trips(tmp_path):
     assert_close(loaded.eval()(x), model.eval()(x))
     # a class_path dict is saved and rebuilds the backbone alone
     spec = {"class_path": "tests.test_module.TinyNet", "init_args": {"width": 4}}
-    model = FocalMixClassifier(backbone=spec, input_shape=(6,))
+    with pytest.raises(UntrustedClassError, match="tests.test_module.TinyNet"):  # not trusted yet
+        FocalMixClassifier(backbone=spec, input_shape=(6,))
+    with trusting(["tests.test_module"]):
+        model = FocalMixClassifier(backbone=spec, input_shape=(6,))
     assert model.hparams.backbone == spec and isinstance(model.backbone, TinyNet)
 
 

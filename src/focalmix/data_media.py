@@ -170,7 +170,9 @@ def features_dataset(
     finally:
         backbone.train(was_training)
     settings.stats[split] = stats
-    return ArrayDataset(torch.from_numpy(np.ascontiguousarray(features)), y, None, with_index, x_key="features")
+    return ArrayDataset(
+        torch.from_numpy(np.ascontiguousarray(features)), y, None, with_index, x_key="features"
+    )
 
 
 def raw_dataset(index: Any, y: torch.Tensor | None, spec: Any, settings: MediaSettings, with_index: bool):

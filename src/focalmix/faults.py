@@ -152,9 +152,7 @@ class PreemptionCheckpoint(Callback):
         path = os.path.join(folder, self.filename)
         trainer.save_checkpoint(path)
         self.saved_path = path
-        rank_zero_info(
-            f"focalmix: stopped by {stopped_by}; saved {path} (resume with --ckpt_path)"
-        )
+        rank_zero_info(f"focalmix: stopped by {stopped_by}; saved {path} (resume with --ckpt_path)")
 
     def _folder(self, trainer: pl.Trainer) -> str | None:
         callbacks = [c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)]

@@ -289,7 +289,9 @@ class FocalMixClassifier(pl.LightningModule):
         # Mix encoded features: mixing category codes or NaN would invent categories and spread gaps.
         # Cached features of a frozen backbone are mixed as they are and go to the head alone.
         cached = _has_features(batch)
-        x, lam, perm = mixup(x if cached else self._encode(x), self.hparams.mixup_alpha, self._mixup_generator)
+        x, lam, perm = mixup(
+            x if cached else self._encode(x), self.hparams.mixup_alpha, self._mixup_generator
+        )
         per_sample = functools.partial(self._criterion, reduction="none")
         logits = self._head_logits(x) if cached else self._logits(x)
         loss = mixup_loss(per_sample, logits, y, lam, perm, per_sample=True)
