@@ -168,3 +168,58 @@ def test_focalmix_fit_on_a_folder_of_mixed_images(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert _computed(result.stdout) == {"train": (0, 12), "val": (0, 4)}, result.stdout
     assert "focalmix: best checkpoint" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def fitted_speech(clips, tmp_path_factory) -> FocalMixClassifier:
+    dm = FocalMixDataModule(str(clips), cache_dir="none", batch_size=8)
+    model = FocalMixClassifier(backbone=SpeechEmbedding(), task=dm.task, class_names=dm.class_names)
+    _trainer(tmp_path_factory.mktemp("fit"), epochs=1).fit(model, datamodule=dm)
+    return model.eval()
+
+
+def test_onnx_export_from_raw_waveforms_equals_predict(fitted_speech, clips, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import json
+
+    import onnxruntime
+
+    from focalmix.export import export, sidecar_path
+
+    path = export(fitted_speech, tmp_path / "wake.onnx")
+    files = sorted((clips / "yes").glob("*.wav"))[:4] + sorted((clips / "no").glob("*.wav"))[:4]
+    waves = np.stack([load_audio(p, RATE, RATE) for p in files])  # the 44.1 kHz stereo file included
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": waves})[0]
+    expected = fitted_speech.predict_proba(torch.from_numpy(waves)).detach().numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+    meta = json.loads(sidecar_path(path).read_text())
+    assert meta["input_spec"]["sample_rate"] == RATE and meta["input_spec"]["clip_seconds"] == 1.0
+    assert meta["input_shape"] == [RATE]
+
+
+def test_torchscript_cannot_hold_an_onnx_backbone(fitted_speech, tmp_path):
+    from focalmix.export import export
+
+    with pytest.raises(ValueError, match="SpeechEmbedding is an ONNX graph.*format='onnx'"):
+        export(fitted_speech, tmp_path / "wake.pt", format="torchscript")
+
+
+@pytest.mark.parametrize("format", ["onnx", "torchscript"])
+def test_an_image_model_exports_from_pixels(tmp_path, format):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    pytest.importorskip("onnxruntime")
+    from focalmix.backbones import EfficientNetLite0
+    from focalmix.export import export
+
+    model = FocalMixClassifier(backbone=EfficientNetLite0(image_size=64)).eval()
+    path = export(model, tmp_path / f"img.{format}", format=format)  # checked against predict_proba
+    pixels = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    if format == "torchscript":
+        got = torch.jit.load(str(path))(pixels)
+    else:
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = torch.from_numpy(session.run(None, {"x": pixels.numpy()})[0])
+    torch.testing.assert_close(got, model.predict_proba(pixels).detach(), atol=1e-4, rtol=1e-4)

@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.core.module import _jit_is_scripting
 from torch import Tensor, nn
 
+from focalmix import export_media
 from focalmix.faults import atomic_write
 from focalmix.module import FocalMixClassifier
 from focalmix.trust import UntrustedClassError
@@ -111,6 +112,11 @@ def export(
         torch.Size([5])
     """
     _check_arguments(model, format, opset_version)
+    if format == "torchscript" and export_media.is_onnx_backbone(model):
+        raise ValueError(
+            f"{type(model.backbone).__name__} is an ONNX graph, which TorchScript cannot hold: use"
+            " format='onnx' (one file from raw input to probabilities)."
+        )
     example = _example_input(model, example_input)
     meta = metadata(model, input_shape=example.shape[1:])
     path = Path(path)
@@ -165,7 +171,9 @@ def _write(
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         # torch 2.9+ deprecates TorchScript and the TorchScript-based ONNX exporter; both still work.
         warnings.simplefilter("ignore", DeprecationWarning)
-        if format == "onnx":
+        if format == "onnx" and export_media.is_onnx_backbone(wrapper.model):
+            export_media.export_onnx_chain(wrapper.model, path, opset, meta, INPUT_NAME, OUTPUT_NAME)
+        elif format == "onnx":
             _export_onnx(wrapper, example, path, opset, meta)
         else:
             _export_torchscript(wrapper, example, path, meta)
@@ -199,6 +207,7 @@ def metadata(model: FocalMixClassifier, input_shape: Sequence[int] | None = None
         "scale": model.calibration_scale.tolist(),
         "bias": model.calibration_bias.tolist(),
     }
+    media = export_media.metadata(model) if export_media.input_spec(model) is not None else {}
     return {
         "producer": "focalmix",
         "task": hp.task,
@@ -212,6 +221,7 @@ def metadata(model: FocalMixClassifier, input_shape: Sequence[int] | None = None
         "calibration": json.dumps(calibration),
         "output": "binary: (B,) calibrated probability of class_names[1]; otherwise (B, C) calibrated"
         " class probabilities",
+        **media,
     }
 
 
@@ -228,7 +238,8 @@ def _input_doc(feature_names: list[str] | None, table: bool) -> str:
 
 
 def _input_shape(model: FocalMixClassifier) -> tuple[int, ...]:
-    shape = model.hparams.get("input_shape") or (model.hparams.get("num_features"),)
+    shape = export_media.input_shape(model) or model.hparams.get("input_shape")
+    shape = shape or (model.hparams.get("num_features"),)
     if None in shape:
         raise ValueError(
             "The model has neither `input_shape` nor `num_features` in its hyperparameters: pass"
@@ -238,6 +249,8 @@ def _input_shape(model: FocalMixClassifier) -> tuple[int, ...]:
 
 
 def _example_input(model: FocalMixClassifier, example_input: Tensor | None) -> Tensor:
+    if example_input is None and export_media.input_spec(model) is not None:
+        return export_media.example_input(model)
     if example_input is None:
         shape = _input_shape(model)
         generator = torch.Generator().manual_seed(0)
