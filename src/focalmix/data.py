@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -134,6 +135,12 @@ class FocalMixDataModule(pl.LightningDataModule):
         cache_dir: where a frozen backbone's features are kept between runs: ``"auto"`` (default:
             ``$XDG_CACHE_HOME/focalmix`` or ``~/.cache/focalmix``), a folder, or ``"none"`` (computed once
             per run, in memory).
+        background_source: long audio with no wake word (a folder, a file, or a list of them): its
+            windows are scored for false accepts per hour (FA/h) at every validation epoch; needs a frozen
+            backbone. Default None.
+        hop_seconds: the step of sliding windows over long recordings (prediction, background), > 0.
+            Default 0.1.
+        refractory_seconds: after a detection, none for this long (FA/h counting, detections). Default 1.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -185,11 +192,23 @@ class FocalMixDataModule(pl.LightningDataModule):
         bad_files: Literal["error", "skip"] = "error",
         long_files: Literal["split", "crop", "error"] = "split",
         cache_dir: str = "auto",
+        background_source: str | list[str] | None = None,
+        hop_seconds: float = 0.1,
+        refractory_seconds: float = 1.0,
     ) -> None:
         super().__init__()
         # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
         self.save_hyperparameters(logger=False)  # the logger gets them through config.yaml
-        self._media = data_media.check_settings(path_column, clip_seconds, bad_files, long_files, cache_dir)
+        self._media = data_media.check_settings(
+            path_column, clip_seconds, bad_files, long_files, cache_dir, hop_seconds, refractory_seconds
+        )
+        self.background_source = (
+            [background_source] if isinstance(background_source, str) else background_source
+        )
+        for src in self.background_source or []:
+            if not os.path.exists(src) or data_media.media.media_kind(src) != "audio":
+                raise FileNotFoundError(f"`background_source` {src!r} is not a folder or file of audio.")
+        self._background: dict[str, Any] | None = None
         if source != _ARRAYS or not hasattr(self, "_arrays"):
             self._check_source(source, "source", need_labels=True)
             self._arrays: RawData | None = None
@@ -453,6 +472,7 @@ class FocalMixDataModule(pl.LightningDataModule):
             self._backbone = backbone
             if self._media_index:
                 self._datasets.clear()  # media datasets depend on the backbone
+                self._background = None
 
     def _spec_of(self) -> Any:
         return getattr(self._backbone, "input_spec", None)
@@ -490,6 +510,27 @@ class FocalMixDataModule(pl.LightningDataModule):
         if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
             return None
         return ds.x.mean(0), ds.x.std(0).clamp_min(1e-6)
+
+    @property
+    def background(self) -> dict[str, Any] | None:
+        """The background windows' features for FA/h (``background_source``), computed once; else None."""
+        if not self.background_source or self._backbone is None or self._spec_of() is None:
+            return None
+        if self._background is None:
+            self._background = data_media.load_background(
+                self.background_source, self._media, self._backbone, self._spec_of(), self.trainer
+            )
+        return self._background
+
+    @property
+    def wakeword_settings(self) -> dict[str, float]:
+        """Window, hop and refractory times: how FA/h is counted and detections are merged."""
+        m = self._media
+        return {
+            "clip_seconds": m.clip_for(self._spec_of()),
+            "hop_seconds": m.hop_seconds,
+            "refractory_seconds": m.refractory_seconds,
+        }
 
     def summary_lines(self) -> list[str]:
         """Extra lines for the data summary: skipped media files and features from the cache."""

@@ -34,6 +34,8 @@ class MediaSettings:
     bad_files: str = "error"
     long_files: str = "split"
     cache_dir: str = "auto"
+    hop_seconds: float = 0.1
+    refractory_seconds: float = 1.0
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> compute_features stats
 
     def clip_for(self, spec: Any) -> float:
@@ -44,7 +46,13 @@ class MediaSettings:
 
 
 def check_settings(
-    path_column: Any, clip_seconds: Any, bad_files: Any, long_files: Any, cache_dir: Any
+    path_column: Any,
+    clip_seconds: Any,
+    bad_files: Any,
+    long_files: Any,
+    cache_dir: Any,
+    hop_seconds: Any = 0.1,
+    refractory_seconds: Any = 1.0,
 ) -> MediaSettings:
     """Check the datamodule's media arguments when it is built (a bad config fails when parsed)."""
     if path_column is not None and not isinstance(path_column, str):
@@ -62,7 +70,12 @@ def check_settings(
             raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
     if not isinstance(cache_dir, str | os.PathLike) or not str(cache_dir):
         raise TypeError(f"`cache_dir` must be 'auto', 'none' or a folder, got {cache_dir!r}.")
-    return MediaSettings(path_column, clip_seconds, bad_files, long_files, str(cache_dir))
+    for name, value in (("hop_seconds", hop_seconds), ("refractory_seconds", refractory_seconds)):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 3600:
+            raise ValueError(f"`{name}` must be a number of seconds in (0, 3600), got {value!r}.")
+    return MediaSettings(
+        path_column, clip_seconds, bad_files, long_files, str(cache_dir), hop_seconds, refractory_seconds
+    )
 
 
 def is_media(source: Any, path_column: str | None) -> bool:
@@ -75,16 +88,49 @@ def is_media(source: Any, path_column: str | None) -> bool:
 
 
 def load_index(source: str, settings: MediaSettings, need_labels: bool, target: Any, spec: Any = None):
-    """Scan a folder or read a manifest; cut long audio files into clips (training and evaluation data)."""
+    """Scan a folder or read a manifest; cut long audio files into clips (training and evaluation data);
+    for prediction (no labels) slide windows over long recordings every ``hop_seconds``."""
     if settings.path_column is not None and os.path.isfile(source):
         index = media.read_manifest(
             source, settings.path_column, target if need_labels else None, need_labels, settings.bad_files
         )
     else:
         index = media.scan_folder(source, need_labels=need_labels, bad_files=settings.bad_files)
+    if index.kind == "audio" and not need_labels:
+        return sliding_windows(index, settings.clip_for(spec), settings.hop_seconds)
     if index.kind == "audio" and settings.long_files != "crop":
         index = media.split_long_files(index, settings.clip_for(spec), settings.long_files)
     return index
+
+
+def sliding_windows(index: Any, clip_seconds: float, hop_seconds: float) -> Any:
+    """One item per window of every file: ``clip_seconds`` long, every ``hop_seconds``."""
+    paths, starts = [], []
+    for path in dict.fromkeys(index.paths):  # each file once, in order
+        for start in media.windows(media.audio_duration(path), clip_seconds, hop_seconds):
+            paths.append(path)
+            starts.append(start)
+    return media.MediaIndex(paths, None, index.kind, index.name, np.asarray(starts), list(index.skipped))
+
+
+def load_background(
+    sources: list[str], settings: MediaSettings, backbone: Any, spec: Any, trainer: Any
+) -> dict[str, Any]:
+    """Long audio without the wake word, as windows scored for false accepts per hour.
+
+    Returns ``{"features" (W, F), "starts" (W,), "file_ids" (W,), "hours", "files"}``.
+    """
+    clip = settings.clip_for(spec)
+    parts = [load_index(src, settings, False, None, spec) for src in sources]
+    index = media.MediaIndex(
+        [p for part in parts for p in part.paths], None, "audio", ", ".join(sources),
+        np.concatenate([part.starts for part in parts]),
+    )  # fmt: skip
+    files = list(dict.fromkeys(index.paths))
+    file_ids = np.array([files.index(p) for p in index.paths]) if files else np.zeros(0, dtype=int)
+    hours = sum(max(media.audio_duration(f), clip) for f in files) / 3600.0
+    ds = features_dataset(index, None, "background", backbone, spec, settings, trainer)
+    return {"features": ds.x, "starts": index.starts, "file_ids": file_ids, "hours": hours, "files": files}
 
 
 def summary_lines(index: Any, settings: MediaSettings) -> list[str]:

@@ -8,6 +8,7 @@ import warnings
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 import torchmetrics
 from lightning.pytorch.utilities import rank_zero_info
@@ -82,6 +83,11 @@ class FocalMixClassifier(pl.LightningModule):
         threshold_metric: how the binary threshold is chosen on validation: ``"f1"`` (highest F1),
             ``"fpr"`` (highest recall with FPR <= ``max_fpr``) or ``"none"`` (keep 0.5). Default: ``"f1"``.
         max_fpr: the target false-positive rate for ``threshold_metric="fpr"``, in (0, 1). Default: 0.05.
+            ``"fa_per_hour"``: the lowest false-reject rate (on the validation positives) whose false
+            accepts per hour on the datamodule's ``background_source`` stay within ``max_fa_per_hour``
+            (see :mod:`focalmix.wakeword`).
+        max_fa_per_hour: the target false accepts per hour of background, > 0. Default: 0.5
+            (openWakeWord's target).
         calibration: ``"auto"`` (binary and multilabel: Platt, multiclass: temperature), ``"platt"``
             (binary/multilabel: ``sigmoid(a * z + b)`` per output, ``a > 0``), ``"temperature"`` (binary
             or multiclass: one ``T``, ``softmax(z / T)``) or ``"none"``. Default: ``"auto"``.
@@ -126,8 +132,9 @@ class FocalMixClassifier(pl.LightningModule):
         max_momentum: float = 0.95,
         lr_scaling: Literal["none", "linear", "sqrt"] = "none",
         reference_batch_size: int = 32,
-        threshold_metric: Literal["f1", "fpr", "none"] = "f1",
+        threshold_metric: Literal["f1", "fpr", "fa_per_hour", "none"] = "f1",
         max_fpr: float = 0.05,
+        max_fa_per_hour: float = 0.5,
         calibration: Literal["auto", "temperature", "platt", "none"] = "auto",
         class_names: list[str] | None = None,
         feature_names: list[str] | None = None,
@@ -173,6 +180,7 @@ class FocalMixClassifier(pl.LightningModule):
         # the thresholds searched on validation; built once, moved with the model, not saved
         self.register_buffer("_val_grid", torch.linspace(0, 1, _GRID), persistent=False)
         self._mixup_generator: torch.Generator | None = None
+        self.wakeword_table: dict | None = None  # FRR and FA/h per threshold (background_source)
         self._resumed_rng: dict[str, Any] | None = None
         self._said: set[str] = set()
         for stage in ("val", "test"):
@@ -376,6 +384,14 @@ class FocalMixClassifier(pl.LightningModule):
         return fm_calibration.resolve_method(self.hparams.task, self.hparams.get("calibration", "auto"))
 
     def _threshold_metrics(self, stage: str, probs: Tensor, target: Tensor) -> dict[str, Tensor]:
+        background = self._background_probs()
+        if background is not None:
+            return self._wakeword_metrics(stage, probs, target, background)
+        if stage == "val" and self._fitting() and self.hparams.threshold_metric == "fa_per_hour":
+            raise ValueError(
+                "`threshold_metric`='fa_per_hour' needs background audio: set the datamodule's"
+                " `background_source` (--data.background_source DIR) and a pretrained audio backbone."
+            )
         if stage == "val" and self._fitting() and self.hparams.threshold_metric != "none":
             grid = self._val_grid
             stats = fm_metrics.threshold_counts(probs, target, grid)
@@ -385,6 +401,49 @@ class FocalMixClassifier(pl.LightningModule):
         stats = fm_metrics.threshold_counts(probs, target, self.threshold.view(1))
         at = {k: v.reshape(-1)[0] for k, v in fm_metrics.rates(stats).items()}
         return {**at, "threshold": self.threshold.clone()}
+
+    def _background_probs(self) -> tuple[Tensor, dict] | None:
+        """Calibrated probabilities of the datamodule's background windows (FA/h), or None."""
+        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        background = getattr(dm, "background", None)
+        if background is None:
+            return None
+        with torch.no_grad():
+            logits = self._head_logits(background["features"].to(self.device))
+        return self._to_probs(self.calibrate_logits(logits)), {**background, **dm.wakeword_settings}
+
+    def _wakeword_metrics(self, stage: str, probs: Tensor, target: Tensor, background: tuple) -> dict:
+        """FRR on the positives and FA/h on the background; with ``fa_per_hour``, the threshold too."""
+        from focalmix import wakeword
+
+        bg_probs, bg = background
+        grid = wakeword.threshold_grid()
+        table = wakeword.fa_frr_table(
+            probs[target == 1].cpu().numpy(), bg_probs.cpu().numpy(), bg["starts"], bg["hours"], grid,
+            bg["hop_seconds"], bg["refractory_seconds"], bg["file_ids"],
+        )  # fmt: skip
+        rule = self.hparams.threshold_metric
+        if stage == "val" and self._fitting() and rule != "none":
+            if rule == "fa_per_hour":
+                self.threshold.fill_(
+                    float(grid[wakeword.choose_threshold(table, self.hparams.max_fa_per_hour)])
+                )
+            else:
+                stats = fm_metrics.threshold_counts(probs, target, self._val_grid)
+                idx = fm_metrics.choose_threshold(stats, self._val_grid, rule, self.hparams.max_fpr)
+                self.threshold.fill_(self._val_grid[idx])
+        if stage == "val":
+            self.wakeword_table = {k: v.tolist() for k, v in table.items()} | {
+                "background_hours": bg["hours"], **{k: bg[k] for k in ("hop_seconds", "refractory_seconds")},
+            }  # fmt: skip
+        stats = fm_metrics.threshold_counts(probs, target, self.threshold.view(1))
+        at = {k: v.reshape(-1)[0] for k, v in fm_metrics.rates(stats).items()}
+        one = wakeword.fa_frr_table(
+            probs[target == 1].cpu().numpy(), bg_probs.cpu().numpy(), bg["starts"], bg["hours"],
+            np.array([float(self.threshold)]), bg["hop_seconds"], bg["refractory_seconds"], bg["file_ids"],
+        )  # fmt: skip
+        extra = {"frr": float(one["frr"][0]), "fa_per_hour": float(one["fa_per_hour"][0])}
+        return {**at, "threshold": self.threshold.clone(), **{k: torch.tensor(v) for k, v in extra.items()}}
 
     def _fitting(self) -> bool:
         trainer = self._trainer
@@ -445,6 +504,8 @@ class FocalMixClassifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning's checkpoints carry no random state; a resumed run needs every stream a step draws from.
+        if getattr(self, "wakeword_table", None):  # FRR/FA-h per threshold: the export's sidecar
+            checkpoint["focalmix_wakeword"] = self.wakeword_table
         if self._mixup_generator is not None:
             checkpoint["focalmix_rng"] = {
                 "global": capture_rng_state(),
@@ -454,6 +515,7 @@ class FocalMixClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng = checkpoint.get("focalmix_rng")
+        self.wakeword_table = checkpoint.get("focalmix_wakeword")
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
@@ -536,7 +598,7 @@ def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
     if isinstance(batch, dict):
         x = batch.get("features", batch.get("x"))
         if x is None or "y" not in batch:
-            raise KeyError(f"a batch dict needs keys 'x' (or 'features') and 'y', got {sorted(batch)}.")
+            raise KeyError(f"a batch dict needs keys 'x' and 'y' (or 'features' and 'y'), got {sorted(batch)}.")
         return x, batch["y"]
     if isinstance(batch, list | tuple) and len(batch) >= 2:
         return batch[0], batch[1]
@@ -584,7 +646,9 @@ def _validate(args: dict[str, Any]) -> None:
         )
     _check_choice(a, "anneal_strategy", ("cos", "linear"))
     _check_choice(a, "lr_scaling", ("none", "linear", "sqrt"))
-    _check_choice(a, "threshold_metric", ("f1", "fpr", "none"))
+    _check_choice(a, "threshold_metric", ("f1", "fpr", "fa_per_hour", "none"))
+    if not (a["max_fa_per_hour"] > 0 and math.isfinite(a["max_fa_per_hour"])):
+        raise ValueError(f"`max_fa_per_hour` must be > 0, got {a['max_fa_per_hour']}.")
     _check_choice(a, "calibration", fm_calibration.METHODS)
     if a["calibration"] == "platt" and a["task"] == "multiclass":
         raise ValueError(

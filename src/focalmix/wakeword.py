@@ -1,0 +1,170 @@
+"""Wake-word detection on long recordings: events from window scores, false accepts per hour, thresholds.
+
+A wake-word model scores windows slid over audio (``clip_seconds`` long, every ``hop_seconds``). A
+detector fires when a window's probability reaches the threshold; a run of consecutive firing windows is
+one event (its start, its peak probability), and after an event nothing fires for ``refractory_seconds``
+(measured from the event's start), as openWakeWord and WakeBuilder count activations. On background
+audio with no wake word every event is a false accept: ``FA/h = events / hours of background``. The
+false-reject rate (FRR) is measured on the positive clips: the share scoring below the threshold.
+
+Pure numpy: these are the counts the report, the threshold choice and the exported sidecar share.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_EPS = 1e-6
+
+
+def threshold_grid() -> np.ndarray:
+    """Thresholds searched for FA/h: 0.005 steps, then finer towards 1 (where low FA/h lives).
+
+    Example:
+        >>> g = threshold_grid(); float(g[0]), float(g[-1]), bool((np.diff(g) > 0).all())
+        (0.0, 0.9999, True)
+    """
+    fine = 1.0 - np.logspace(-4, np.log10(0.05), 40)
+    return np.unique(np.concatenate([np.linspace(0.0, 0.995, 200), fine]).round(6))
+
+
+def _events_at(times: np.ndarray, firing: np.ndarray, hop: float, refractory: float) -> np.ndarray:
+    """Indices (into ``times``) of the windows that start an event; ``times`` sorted, files kept apart."""
+    idx = np.flatnonzero(firing)
+    if idx.size == 0:
+        return idx
+    t = times[idx]
+    # a new run where the previous firing window is more than one hop earlier (or in another file)
+    new_run = np.ones(idx.size, dtype=bool)
+    new_run[1:] = np.diff(t) > hop + _EPS
+    starts = idx[new_run]
+    run_times = times[starts]
+    kept, next_ok, i = [], -np.inf, 0
+    while i < run_times.size:  # greedy refractory: jump to the first run starting after the dead time
+        kept.append(starts[i])
+        next_ok = run_times[i] + refractory - _EPS
+        i = int(np.searchsorted(run_times, next_ok, side="left"))
+    return np.asarray(kept, dtype=np.int64)
+
+
+def _timeline(starts: np.ndarray, file_ids: np.ndarray | None, refractory: float) -> np.ndarray:
+    """One sorted time axis for all files: each file shifted far beyond the previous one's end."""
+    starts = np.asarray(starts, dtype=np.float64)
+    if file_ids is None:
+        return starts
+    span = float(starts.max(initial=0.0)) + 10 * refractory + 1.0
+    return starts + np.asarray(file_ids, dtype=np.float64) * span
+
+
+def detect(
+    probs: np.ndarray,
+    starts: np.ndarray,
+    threshold: float,
+    hop_seconds: float = 0.1,
+    refractory_seconds: float = 1.0,
+    file_ids: np.ndarray | None = None,
+) -> list[dict]:
+    """Events on windows: ``[{"file", "start", "peak"}]`` in time order.
+
+    Args:
+        probs: (N,) the windows' probabilities.
+        starts: (N,) each window's start in seconds within its file (sorted within a file).
+        threshold: a window fires when its probability is >= this.
+        hop_seconds: the windows' spacing; firing windows at most one hop apart form one run.
+        refractory_seconds: after an event starts, nothing fires for this long. Default 1 s.
+        file_ids: (N,) which file each window belongs to (files never merge); default: one file.
+
+    Example:
+        >>> p = np.array([0.1, 0.9, 0.95, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.8])
+        >>> [(e["start"], e["peak"]) for e in detect(p, np.arange(13) / 10, 0.5)]
+        [(0.1, 0.95), (1.2, 0.8)]
+    """
+    probs, starts = np.asarray(probs, dtype=np.float64), np.asarray(starts, dtype=np.float64)
+    ids = np.zeros(len(probs), dtype=np.int64) if file_ids is None else np.asarray(file_ids)
+    times = _timeline(starts, ids, refractory_seconds)
+    order = np.argsort(times, kind="stable")
+    t_sorted, p_sorted = times[order], probs[order]
+    heads = _events_at(t_sorted, p_sorted >= threshold, hop_seconds, refractory_seconds)
+    events = []
+    for k, h in enumerate(heads):
+        end_time = t_sorted[heads[k + 1]] if k + 1 < len(heads) else np.inf
+        within = (
+            (t_sorted >= t_sorted[h]) & (t_sorted < end_time) & (t_sorted < t_sorted[h] + refractory_seconds)
+        )
+        peak = float(p_sorted[within & (p_sorted >= threshold)].max())
+        events.append({"file": int(ids[order[h]]), "start": float(starts[order[h]]), "peak": peak})
+    return events
+
+
+def false_accepts(
+    probs: np.ndarray,
+    starts: np.ndarray,
+    thresholds: np.ndarray,
+    hop_seconds: float = 0.1,
+    refractory_seconds: float = 1.0,
+    file_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    """Number of events on background windows at each threshold, int64 (T,).
+
+    Example:
+        >>> p = np.array([0.9, 0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.6])
+        >>> false_accepts(p, np.arange(12) / 10, np.array([0.5, 0.7, 0.95])).tolist()
+        [2, 1, 0]
+    """
+    times = _timeline(np.asarray(starts), file_ids, refractory_seconds)
+    order = np.argsort(times, kind="stable")
+    t_sorted, p_sorted = times[order], np.asarray(probs, dtype=np.float64)[order]
+    return np.array(
+        [len(_events_at(t_sorted, p_sorted >= t, hop_seconds, refractory_seconds)) for t in thresholds],
+        dtype=np.int64,
+    )
+
+
+def frr(positive_probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """False-reject rate at each threshold: the share of positive clips scoring below it, (T,)."""
+    p = np.asarray(positive_probs, dtype=np.float64)
+    if p.size == 0:
+        return np.full(len(thresholds), np.nan)
+    return (p[None, :] < np.asarray(thresholds)[:, None]).mean(axis=1)
+
+
+def fa_frr_table(
+    positive_probs: np.ndarray,
+    background_probs: np.ndarray,
+    background_starts: np.ndarray,
+    background_hours: float,
+    thresholds: np.ndarray,
+    hop_seconds: float = 0.1,
+    refractory_seconds: float = 1.0,
+    file_ids: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """``{"threshold", "frr", "false_accepts", "fa_per_hour"}`` over ``thresholds``."""
+    if not background_hours > 0:
+        raise ValueError(f"`background_hours` must be > 0, got {background_hours}.")
+    counts = false_accepts(
+        background_probs, background_starts, thresholds, hop_seconds, refractory_seconds, file_ids
+    )
+    return {
+        "threshold": np.asarray(thresholds, dtype=np.float64),
+        "frr": frr(positive_probs, thresholds),
+        "false_accepts": counts,
+        "fa_per_hour": counts / background_hours,
+    }
+
+
+def choose_threshold(table: dict[str, np.ndarray], max_fa_per_hour: float) -> int:
+    """Index of the lowest-FRR threshold whose FA/h is within the target (ties: the lower threshold).
+
+    With no threshold meeting the target, the one with the fewest false accepts (then the lowest FRR).
+
+    Example:
+        >>> t = {"frr": np.array([0.0, 0.02, 0.1]), "fa_per_hour": np.array([30.0, 0.4, 0.0])}
+        >>> choose_threshold(t, 0.5)
+        1
+    """
+    fa, rejects = table["fa_per_hour"], np.nan_to_num(table["frr"], nan=1.0)
+    ok = np.flatnonzero(fa <= max_fa_per_hour + 1e-12)
+    if ok.size:
+        return int(ok[np.argmin(rejects[ok])])
+    fewest = np.flatnonzero(fa == fa.min())
+    return int(fewest[np.argmin(rejects[fewest])])
