@@ -223,3 +223,27 @@ def test_an_image_model_exports_from_pixels(tmp_path, format):
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = torch.from_numpy(session.run(None, {"x": pixels.numpy()})[0])
     torch.testing.assert_close(got, model.predict_proba(pixels).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_augmented_views_are_seeded_cached_and_only_in_training(clips, tmp_path):
+    from focalmix import augment
+
+    def fit_features(seed: int) -> tuple[FocalMixDataModule, torch.Tensor]:
+        dm = FocalMixDataModule(str(clips), cache_dir=str(tmp_path / "cache"), augment_views=2, seed=seed)
+        dm.attach_backbone(SpeechEmbedding())
+        return dm, dm._dataset("train").x
+
+    dm, train = fit_features(seed=3)
+    n_train, n_val = len(dm.split_indices["train"]), len(dm.split_indices["val"])
+    assert train.shape[0] == 3 * n_train  # originals, then two views of each
+    assert len(dm._dataset("val")) == n_val  # validation rows are never augmented
+    assert dm._media.stats["train"]["computed"] == 3 * n_train
+    assert not torch.equal(train[:n_train], train[n_train : 2 * n_train])
+    again, train_again = fit_features(seed=3)  # the same seed: the same views, read from the cache
+    assert again._media.stats["train"]["computed"] == 0 and torch.equal(train, train_again)
+    # another seed (it also draws another split): every view is new, every original comes from the cache
+    other, _ = fit_features(seed=4)
+    assert other._media.stats["train"]["computed"] == 2 * len(other.split_indices["train"])
+    wave = load_audio(dm._media_index[0].paths[0], RATE, RATE)
+    a = augment.augment_audio(wave, augment.view_generator(0, "k"))
+    np.testing.assert_array_equal(a, augment.augment_audio(wave, augment.view_generator(0, "k")))

@@ -141,6 +141,10 @@ class FocalMixDataModule(pl.LightningDataModule):
         hop_seconds: the step of sliding windows over long recordings (prediction, background), > 0.
             Default 0.1.
         refractory_seconds: after a detection, none for this long (FA/h counting, detections). Default 1.
+        augment_views: extra augmented views of every training clip/image (:mod:`focalmix.augment`),
+            computed once with the frozen backbone and cached; seeded by ``seed``; never for
+            validation or test rows. >= 0, default 0.
+        noise_source: background audio to mix into augmented clips (5-20 dB SNR); default None: white.
 
     Raises:
         TypeError: an argument of the wrong type.
@@ -195,6 +199,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         background_source: str | list[str] | None = None,
         hop_seconds: float = 0.1,
         refractory_seconds: float = 1.0,
+        augment_views: int = 0,
+        noise_source: str | None = None,
     ) -> None:
         super().__init__()
         # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
@@ -202,6 +208,11 @@ class FocalMixDataModule(pl.LightningDataModule):
         self._media = data_media.check_settings(
             path_column, clip_seconds, bad_files, long_files, cache_dir, hop_seconds, refractory_seconds
         )
+        self._media.augment_views = _sources.check_int(augment_views, "augment_views", 0)
+        self._media.seed = seed if isinstance(seed, int) else 0
+        if noise_source is not None and not os.path.isdir(str(noise_source)):
+            raise FileNotFoundError(f"`noise_source` {noise_source!r} is not a folder of audio.")
+        self._media.noise_source = noise_source
         self.background_source = (
             [background_source] if isinstance(background_source, str) else background_source
         )
@@ -494,8 +505,9 @@ class FocalMixDataModule(pl.LightningDataModule):
         spec, backbone = self._spec_of(), self._backbone
         frozen = backbone is not None and (getattr(backbone, "frozen", False) or self._frozen_by_model())
         if frozen and spec is not None:
+            views = self._media.augment_views if split == "train" else 0  # never val/test rows
             return data_media.features_dataset(
-                index, y, split, backbone, spec, self._media, self.trainer, with_index
+                index, y, split, backbone, spec, self._media, self.trainer, with_index, views
             )
         return data_media.raw_dataset(index, y, spec, self._media, with_index)
 

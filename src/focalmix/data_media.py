@@ -13,6 +13,7 @@ like any other source), then turns each split into a dataset here:
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ class MediaSettings:
     cache_dir: str = "auto"
     hop_seconds: float = 0.1
     refractory_seconds: float = 1.0
+    augment_views: int = 0
+    noise_source: str | None = None
+    seed: int = 0
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # split -> compute_features stats
 
     def clip_for(self, spec: Any) -> float:
@@ -173,6 +177,31 @@ def _weights_identity(backbone: torch.nn.Module) -> str:
     return f"{type(backbone).__qualname__}@sha256:{digest.hexdigest()[:16]}"
 
 
+def _noise_bank(settings: MediaSettings, spec: Any) -> tuple[np.ndarray | None, str]:
+    """Background audio to cut augmentation noise from (at most 10 minutes), and its identity."""
+    if settings.noise_source is None or spec is None or spec.kind != "audio":
+        return None, "white"
+    from focalmix import cache as fm_cache
+
+    index = media.scan_folder(settings.noise_source, need_labels=False)
+    files = list(dict.fromkeys(index.paths))
+    parts = [media.load_audio(f, spec.sample_rate, min(600 * spec.sample_rate, 10**9)) for f in files]
+    bank = np.concatenate(parts)[: 600 * spec.sample_rate] if parts else None
+    ident = ",".join(fm_cache.file_key(f) for f in files)
+    return bank, f"noise:{zlib.crc32(ident.encode()):08x}"  # stable across processes, unlike hash()
+
+
+def _item_keys(index: Any, views: int, suffix: str) -> list[str]:
+    """Cache keys of every item (view 0), then of each augmented view, view by view."""
+    from focalmix import cache as fm_cache
+
+    pairs = list(zip(index.paths, index.starts, strict=True))
+    keys = [fm_cache.file_key(p, s) for p, s in pairs]
+    for v in range(1, views + 1):
+        keys += [fm_cache.file_key(p, s, view=v) + suffix for p, s in pairs]
+    return keys
+
+
 def features_dataset(
     index: Any,
     y: torch.Tensor | None,
@@ -182,16 +211,30 @@ def features_dataset(
     settings: MediaSettings,
     trainer: Any = None,
     with_index: bool = False,
+    views: int = 0,
 ) -> ArrayDataset:
-    """The backbone's features of every item of a split, computed once (cached), as an ArrayDataset."""
+    """The backbone's features of every item of a split, computed once (cached), as an ArrayDataset.
+
+    With ``views`` > 0 (training only), each item's augmented views follow: ``views + 1`` rows per item,
+    labels repeated; the views' keys name the seed and noise, so the same settings reuse them.
+    """
+    from focalmix import augment
     from focalmix import cache as fm_cache
 
     loader = media.make_loader(spec, settings.clip_for(spec))
     device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-    keys = [fm_cache.file_key(p, s) for p, s in zip(index.paths, index.starts, strict=True)]
+    noise, noise_id = _noise_bank(settings, spec) if views else (None, "")
+    keys = _item_keys(index, views, f"|aug:seed={settings.seed}:{noise_id}")
+    view_of = augment.view_loader(loader, index.kind, settings.seed, noise)
+    n = len(index)
+
+    def decode(j: int) -> np.ndarray:
+        i = j % n
+        path, start = index.paths[i], float(index.starts[i])
+        return loader(path, start) if j < n else view_of(path, start, keys[j])
 
     def encode(positions: list[int]) -> np.ndarray:
-        batch = np.stack([loader(index.paths[i], float(index.starts[i])) for i in positions])
+        batch = np.stack([decode(j) for j in positions])
         with torch.no_grad():
             out = backbone(torch.from_numpy(batch).to(device))
         return out.reshape(len(positions), -1).float().cpu().numpy()
@@ -216,6 +259,8 @@ def features_dataset(
     finally:
         backbone.train(was_training)
     settings.stats[split] = stats
+    if views and y is not None:
+        y = y.repeat(views + 1, *([1] * (y.ndim - 1)))
     return ArrayDataset(
         torch.from_numpy(np.ascontiguousarray(features)), y, None, with_index, x_key="features"
     )
