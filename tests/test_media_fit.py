@@ -247,3 +247,37 @@ def test_augmented_views_are_seeded_cached_and_only_in_training(clips, tmp_path)
     wave = load_audio(dm._media_index[0].paths[0], RATE, RATE)
     a = augment.augment_audio(wave, augment.view_generator(0, "k"))
     np.testing.assert_array_equal(a, augment.augment_audio(wave, augment.view_generator(0, "k")))
+
+
+@pytest.mark.slow
+def test_predict_slides_windows_over_long_recordings_and_merges_detections(tmp_path):
+    clips = _clips(tmp_path / "clips", per_class=8)
+    rng = np.random.default_rng(5)
+    long = (0.2 * rng.standard_normal(int(RATE * 3.2))).astype(np.float32)  # 3.2 s
+    long[RATE : 2 * RATE] = 0.3 * np.sin(2 * np.pi * 400 * np.arange(RATE) / RATE)  # a tone at 1-2 s
+    (tmp_path / "long").mkdir()
+    sf.write(tmp_path / "long" / "rec.wav", long, RATE)
+    fit = ["fit", "--data.source", str(clips), "--model.backbone", "focalmix.backbones.SpeechEmbedding",
+           "--trainer.max_epochs", "3", "--report", "false"]  # fmt: skip
+    assert _focalmix(fit, tmp_path, tmp_path / "cache").returncode == 0
+    best = str(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "best.ckpt")
+    predict = ["predict", "--ckpt_path", best, "--data.predict_source", str(tmp_path / "long"),
+               "--data.hop_seconds", "0.5"]  # fmt: skip
+    windows = _focalmix([*predict, "--prediction_writer.path", "w.csv"], tmp_path, tmp_path / "cache")
+    assert windows.returncode == 0, windows.stderr[-3000:]
+    frame = pd.read_csv(tmp_path / "w.csv")
+    # 1 s windows every 0.5 s inside 3.2 s, plus one ending at the end
+    assert frame["start_seconds"].round(3).tolist() == [0.0, 0.5, 1.0, 1.5, 2.0, 2.2]
+    detected = _focalmix(
+        [*predict, "--prediction_writer.path", "d.csv", "--detections", "true"], tmp_path, tmp_path / "cache"
+    )
+    assert detected.returncode == 0, detected.stderr[-3000:]
+    events = pd.read_csv(tmp_path / "d.csv")
+    assert list(events.columns) == ["path", "start_seconds", "peak_probability"]
+    ckpt = torch.load(best, weights_only=True)
+    threshold, positive = ckpt["state_dict"]["threshold"].item(), ckpt["hyper_parameters"]["class_names"][1]
+    firing = frame[frame[f"prob_{positive}"] >= threshold]
+    assert len(events) <= len(firing) and set(events["start_seconds"]) <= set(
+        firing["start_seconds"].round(3)
+    )
+    assert (len(events) == 0) == firing.empty

@@ -30,8 +30,14 @@ class PredictionWriter(BasePredictionWriter):
     predict batch, else the sampler's indices); rank 0 merges the parts through ``path`` + ``.part<R>.npz``
     files, so ``path`` must be on a filesystem every node can read (like the checkpoints).
 
+    With ``detections`` (binary audio models, windows slid over long recordings): the file holds the
+    detections instead, one row per event (``path``, ``start_seconds``, ``peak_probability``): runs of
+    windows at or above the threshold merged, at most one per ``refractory_seconds``
+    (:func:`focalmix.wakeword.detect`).
+
     Args:
         path: the CSV to write. Default: ``predictions.csv``. Its folder is created.
+        detections: write detected events instead of one row per window. Default: False.
 
     Example:
         >>> writer = PredictionWriter("out/predictions.csv")
@@ -39,9 +45,9 @@ class PredictionWriter(BasePredictionWriter):
         'predictions.csv'
     """
 
-    def __init__(self, path: str | Path = "predictions.csv") -> None:
+    def __init__(self, path: str | Path = "predictions.csv", detections: bool = False) -> None:
         super().__init__(write_interval="epoch")
-        self.path = Path(path)
+        self.path, self.detections = Path(path), bool(detections)
         if self.path.suffix.lower() != ".csv":
             raise ValueError(f"`path` must end in .csv, got {str(path)!r}.")
 
@@ -87,11 +93,14 @@ class PredictionWriter(BasePredictionWriter):
         ids = getattr(trainer.datamodule, "predict_ids", None) if trainer.datamodule is not None else None
         if ids is not None:  # indexed by the rows' "index", so a partial predict run still lines up
             frame = pd.concat([ids.loc[index].reset_index(drop=True), frame], axis=1)
+        if self.detections:
+            frame = detections_frame(frame, probs, pl_module, trainer.datamodule)
         with atomic_write(self.path) as tmp:
             frame.to_csv(tmp, index=False)
         for p in parts:
             p.unlink()
-        rank_zero_info(f"focalmix: wrote {len(frame)} predictions to {self.path}")
+        what = "detections" if self.detections else "predictions"
+        rank_zero_info(f"focalmix: wrote {len(frame)} {what} to {self.path}")
 
 
 def predictions_frame(probs: np.ndarray, pl_module) -> pd.DataFrame:
@@ -113,3 +122,27 @@ def predictions_frame(probs: np.ndarray, pl_module) -> pd.DataFrame:
     frame = pd.DataFrame(table, columns=[f"prob_{n}" for n in names])
     frame["prediction"] = predicted
     return frame
+
+
+def detections_frame(frame: pd.DataFrame, probs: np.ndarray, pl_module, datamodule) -> pd.DataFrame:
+    """Events from per-window rows: ``path``, ``start_seconds``, ``peak_probability``."""
+    import pandas as pd
+
+    from focalmix import wakeword
+
+    if pl_module.hparams.task != "binary" or "path" not in frame:
+        raise ValueError("detections need a binary model predicting audio files (a wake word).")
+    settings = datamodule.wakeword_settings
+    starts = frame["start_seconds"].to_numpy() if "start_seconds" in frame else np.zeros(len(frame))
+    files, file_ids = np.unique(frame["path"].to_numpy(), return_inverse=True)
+    events = wakeword.detect(
+        probs, starts, float(pl_module.threshold), settings["hop_seconds"], settings["refractory_seconds"],
+        file_ids,
+    )  # fmt: skip
+    return pd.DataFrame(
+        {
+            "path": [files[e["file"]] for e in events],
+            "start_seconds": [round(e["start"], 3) for e in events],
+            "peak_probability": [e["peak"] for e in events],
+        }
+    )

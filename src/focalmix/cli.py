@@ -171,6 +171,15 @@ class FocalMixCLI(LightningCLI):
             ' matplotlib (pip install "focalmix[report]").',
         )
         parser.add_argument(
+            "--detections",
+            type=bool,
+            default=False,
+            help="predict (wake words on long recordings): write the detected events (path, start, peak"
+            " probability; runs of windows above the threshold, at most one per"
+            " --data.refractory_seconds) instead of one row per window.",
+        )
+        parser.link_arguments("detections", "prediction_writer.detections")
+        parser.add_argument(
             "--verbose",
             type=bool,
             default=False,
