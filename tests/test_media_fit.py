@@ -281,3 +281,22 @@ def test_predict_slides_windows_over_long_recordings_and_merges_detections(tmp_p
         firing["start_seconds"].round(3)
     )
     assert (len(events) == 0) == firing.empty
+
+
+def test_the_readme_streaming_snippet_runs_on_a_wav(fitted_speech, clips, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from focalmix.export import export
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("Running the exported model on a stream", 1)[1].split("```python", 1)[1]
+    snippet = snippet.split("```", 1)[0]
+    export(fitted_speech, tmp_path / "wake.onnx")
+    stream = np.concatenate([load_audio(p, RATE) for p in sorted((clips / "yes").glob("y0*.wav"))[:3]])
+    sf.write(tmp_path / "stream.wav", stream, RATE)
+    (tmp_path / "snippet.py").write_text(snippet)
+    result = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for line in result.stdout.splitlines():  # whatever fires is reported in the documented form
+        assert re.fullmatch(r"wake word at \d+\.\d s \(p=\d\.\d\d\)", line), line

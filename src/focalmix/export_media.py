@@ -64,7 +64,11 @@ def input_doc(model: Any) -> str:
 def metadata(model: Any) -> dict[str, str]:
     """What a media export adds to the file's metadata: the input the graph takes."""
     spec = input_spec(model)
-    return {"input_spec": json.dumps(spec.to_dict()), "input": input_doc(model)}
+    meta = {"input_spec": json.dumps(spec.to_dict()), "input": input_doc(model)}
+    table = getattr(model, "wakeword_table", None)
+    if table:  # a wake-word model: how to slide it over a stream and what it measured
+        meta["wakeword"] = json.dumps({"clip_seconds": spec.clip_seconds, **table})
+    return meta
 
 
 def is_onnx_backbone(model: Any) -> bool:

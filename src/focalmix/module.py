@@ -434,7 +434,8 @@ class FocalMixClassifier(pl.LightningModule):
                 self.threshold.fill_(self._val_grid[idx])
         if stage == "val":
             self.wakeword_table = {k: v.tolist() for k, v in table.items()} | {
-                "background_hours": bg["hours"], **{k: bg[k] for k in ("hop_seconds", "refractory_seconds")},
+                "background_hours": bg["hours"], "background_files": [str(f) for f in bg["files"]],
+                **{k: bg[k] for k in ("hop_seconds", "refractory_seconds")},
             }  # fmt: skip
         stats = fm_metrics.threshold_counts(probs, target, self.threshold.view(1))
         at = {k: v.reshape(-1)[0] for k, v in fm_metrics.rates(stats).items()}
@@ -598,7 +599,9 @@ def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
     if isinstance(batch, dict):
         x = batch.get("features", batch.get("x"))
         if x is None or "y" not in batch:
-            raise KeyError(f"a batch dict needs keys 'x' and 'y' (or 'features' and 'y'), got {sorted(batch)}.")
+            raise KeyError(
+                f"a batch dict needs keys 'x' and 'y' (or 'features' and 'y'), got {sorted(batch)}."
+            )
         return x, batch["y"]
     if isinstance(batch, list | tuple) and len(batch) >= 2:
         return batch[0], batch[1]
