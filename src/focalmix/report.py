@@ -86,6 +86,7 @@ def write_report(
     metrics_csv: str | Path | None = None,
     title: str = "focalmix report",
     summary: Mapping[str, Any] | None = None,
+    wakeword: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the figures as PNGs and ``report.html`` (figures inlined, tables) into ``out_dir``.
 
@@ -100,6 +101,8 @@ def write_report(
         metrics_csv: a ``CSVLogger`` ``metrics.csv`` for the loss and learning-rate curves; optional.
         title: the page heading.
         summary: metric name -> value, shown as a table at the top; optional.
+        wakeword: a wake-word model's table per threshold (``threshold``, ``frr``, ``fa_per_hour``, ...,
+            :func:`focalmix.wakeword.fa_frr_table`): adds the FRR against FA/h curve and its table.
 
     Returns:
         The path of ``report.html``.
@@ -142,6 +145,8 @@ def write_report(
         sections += [f"<h2>Thresholds (decision threshold {threshold:.4g})</h2>", _frame_html(table)]
     if task == "multilabel":
         sections += ["<h2>Confusion counts per label at 0.5</h2>", _frame_html(_label_counts(names, y, p))]
+    if wakeword and task == "binary":
+        sections += _wakeword_sections(wakeword, threshold, out_dir)
     page = _PAGE.format(title=html.escape(title), body="\n".join(sections))
     with atomic_write(out_dir / "report.html") as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -186,6 +191,7 @@ def report_from_model(
         metrics_csv=metrics_csv,
         title=f"focalmix report: {rows}",
         summary=summary,
+        wakeword=getattr(model, "wakeword_table", None),
     )
 
 
@@ -267,6 +273,32 @@ def _figures(task, names, y, p, pu, threshold, metrics_csv) -> dict[str, tuple[s
         caption = f"Confusion matrix at threshold {threshold:.4g}" if task == "binary" else "Confusion matrix"
         out["confusion"] = (caption, _png(_confusion_figure(task, names, y, p, threshold)))
     return out
+
+
+def _wakeword_sections(table: Mapping[str, Any], threshold: float, out_dir: Path) -> list[str]:
+    """FRR against false accepts per hour of background, the decision threshold marked, and a table."""
+    import pandas as pd
+
+    frame = pd.DataFrame({k: table[k] for k in ("threshold", "frr", "fa_per_hour")})
+    at = frame.iloc[int((frame["threshold"] - threshold).abs().argmin())]
+    fig, (ax,) = _new_figure(1)
+    ax.plot(frame["fa_per_hour"].clip(lower=1e-2), frame["frr"], marker=".", lw=1)
+    ax.plot([max(at["fa_per_hour"], 1e-2)], [at["frr"]], "o", color="C3", label=f"threshold {threshold:.4g}")
+    ax.set(xscale="log", xlabel="false accepts per hour (background; 0 shown at 0.01)",
+           ylabel="false-reject rate (validation positives)")  # fmt: skip
+    ax.legend()
+    png = _png(fig)
+    with atomic_write(out_dir / "frr_fa.png") as tmp:
+        tmp.write_bytes(png)
+    hours = table.get("background_hours", float("nan"))
+    data = base64.b64encode(png).decode("ascii")
+    picks = sorted({int(i) for i in np.linspace(0, len(frame) - 1, 12).round()} | {int(at.name)})
+    rows = frame.iloc[picks].assign(decision=lambda f: np.where(f.index == at.name, "decision", ""))
+    return [
+        f"<h2>False rejects against false accepts per hour ({hours:.2f} h of background)</h2>",
+        f'<img src="data:image/png;base64,{data}" alt="frr_fa">',
+        _frame_html(rows.round(4)),
+    ]
 
 
 def _new_figure(ncols: int = 1):
