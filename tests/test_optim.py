@@ -20,19 +20,75 @@ def test_no_weight_decay_on_biases_and_norm_weights_and_frozen_params_left_out()
     assert fastest_adamw([torch.zeros(2, dtype=torch.int64)]) == {"foreach": True}
 
 
-@pytest.mark.parametrize("total, warmup", [(100, 0.1), (10, 0.1), (7, 0.3)])
-def test_one_cycle_is_torchs_schedule(total, warmup):
-    mine = one_cycle(
+def _lrs(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[float]:
+    lrs = []
+    for _ in range(steps):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def _torch_one_cycle(total: int, warmup: float) -> list[float]:
+    """torch's OneCycleLR built with the arguments one_cycle was given, nothing adjusted."""
+    opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2, 2))], lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total, pct_start=warmup)
+    return _lrs(opt, sched, total)
+
+
+def _ours(total: int, warmup: float) -> list[float]:
+    sched = one_cycle(
         adamw([nn.Parameter(torch.zeros(2, 2))], 1e-3, 0.0), total, max_lr=1e-3, warmup_pct=warmup
     )
-    ref_opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2, 2))], lr=1e-3)
-    # where warmup * total is exactly one step, torch divides 0 by 0: the schedule warms up over 2 steps
-    pct = 2 / total if warmup * total == 1 else warmup
-    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=1e-3, total_steps=total, pct_start=pct)
-    for _ in range(total - 1):
-        lr = mine.optimizer.param_groups[0]["lr"]
-        assert math.isfinite(lr) and lr == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-12)
-        mine.optimizer.step(), mine.step(), ref_opt.step(), ref.step()
+    return _lrs(sched.optimizer, sched, total)
+
+
+# every schedule of up to 40 steps with these warmups, and longer ones
+GRID = [(t, w) for t in [*range(2, 41), 100, 1000] for w in (0.05, 0.1, 0.2, 0.25, 0.3, 0.5)]
+
+
+@pytest.mark.parametrize("warmup", sorted({w for _, w in GRID}))
+def test_one_cycle_is_torchs_schedule_wherever_torch_has_one(warmup):
+    for total in sorted({t for t, w in GRID if w == warmup}):
+        try:
+            expected = _torch_one_cycle(total, warmup)
+        except ZeroDivisionError:
+            assert warmup * total == 1, (total, warmup)  # the only place torch has no schedule: next test
+            continue
+        assert _ours(total, warmup) == expected, (total, warmup)  # the very same floats
+
+
+@pytest.mark.parametrize(
+    "total, warmup",
+    [
+        (4, 0.25),
+        (5, 0.2),
+        (10, 0.1),
+        (20, 0.05),
+    ],
+)
+def test_one_cycle_where_torch_divides_by_zero_still_makes_a_one_cycle(total, warmup):
+    """The one place one_cycle departs from torch: where warmup * total is exactly one step, torch's
+    OneCycleLR computes 0 / 0 at its first step (ZeroDivisionError). one_cycle must still give a
+    one-cycle schedule: up from max_lr / div_factor to max_lr, then down to the final rate."""
+    with pytest.raises(ZeroDivisionError):
+        _torch_one_cycle(total, warmup)
+    lrs = _ours(total, warmup)
+    initial, peak = 1e-3 / 25, 1e-3  # torch's defaults: div_factor 25, final_div_factor 1e4
+    assert lrs[0] == pytest.approx(initial, rel=1e-12) and max(lrs) == pytest.approx(peak, rel=1e-12)
+    top = lrs.index(max(lrs))
+    assert all(a < b for a, b in zip(lrs[:top], lrs[1 : top + 1], strict=True))  # up to the peak
+    assert all(a >= b for a, b in zip(lrs[top:], lrs[top + 1 :], strict=False))  # then only down
+    assert lrs[-1] == pytest.approx(initial / 1e4, rel=1e-12)  # the final rate at the last step
+
+
+def test_a_two_step_schedule_does_not_divide_by_zero():
+    """2 steps with warmup 0.5: torch fails (0 / 0); one_cycle starts at max_lr / 25 and ends at the final
+    rate (two steps hold no room for the peak in between)."""
+    with pytest.raises(ZeroDivisionError):
+        _torch_one_cycle(2, 0.5)
+    lrs = _ours(2, 0.5)
+    assert lrs == pytest.approx([1e-3 / 25, 1e-3 / 25 / 1e4], rel=1e-9)
 
 
 def test_bad_inputs_say_what_to_change():

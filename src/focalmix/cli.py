@@ -361,9 +361,17 @@ class FocalMixCLI(LightningCLI):
         tuner = Tuner(self.trainer)
         if config.get("scale_batch_size"):
             size = tuner.scale_batch_size(self.model, datamodule=self.datamodule, mode="power")
+            # the power search doubles past the training split; a batch larger than it is the split
+            size = min(int(size), len(self.datamodule.split_indices["train"]))
+            self.datamodule.batch_size = size
             print(f"focalmix: batch size {size} (--data.batch_size {size})")
         if config.get("lr_find"):
-            finder = tuner.lr_find(self.model, datamodule=self.datamodule)
+            # the range test counts steps: an epoch limit would cut it short on a small table
+            max_epochs, self.trainer.fit_loop.max_epochs = self.trainer.fit_loop.max_epochs, -1
+            try:
+                finder = tuner.lr_find(self.model, datamodule=self.datamodule)
+            finally:
+                self.trainer.fit_loop.max_epochs = max_epochs
             lr = self.model.hparams.learning_rate
             if finder is None or finder.suggestion() is None:
                 print(f"focalmix: the range test gave no suggestion; keeping --model.learning_rate {lr:.3g}")
@@ -504,9 +512,28 @@ def resume_logger(ckpt_path: str) -> list[Any] | None:
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     kind = TensorBoardLogger if any(run.glob("events.out.tfevents.*")) else CSVLogger
-    with warnings.catch_warnings():  # "the folder exists and is not empty": on purpose, the CSV appends
+    rows = _logged_rows(run / "metrics.csv", ckpt_path) if kind is CSVLogger else []
+    with warnings.catch_warnings():  # "the folder exists and is not empty": on purpose
         warnings.simplefilter("ignore")
-        return [kind(save_dir=str(run.parent.parent), name=run.parent.name, version=run.name)]
+        logger = kind(save_dir=str(run.parent.parent), name=run.parent.name, version=run.name)
+        if kind is CSVLogger:
+            # Lightning's CSV writer deletes metrics.csv when it opens the folder: hand it back the rows
+            # logged up to the checkpoint, so the curves (and the report) cover the whole run
+            writer = logger.experiment
+            writer.metrics = rows
+    return [logger]
+
+
+def _logged_rows(csv_path: Path, ckpt_path: str) -> list[dict[str, Any]]:
+    """Rows of a run's metrics.csv logged up to the checkpoint's step (later ones are logged again)."""
+    import csv
+
+    if not csv_path.is_file():
+        return []
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("global_step", 0)
+    with open(csv_path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    return [r for r in rows if r.get("step", "") == "" or float(r["step"]) < step]
 
 
 def _epochs_done(ckpt: dict[str, Any]) -> int:

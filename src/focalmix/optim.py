@@ -73,8 +73,8 @@ def one_cycle(
             " dataloader is not empty."
         )
     # torch's OneCycleLR divides 0 by 0 when warmup_pct * total_steps is exactly 1 (e.g. 0.1 of 10
-    # steps): warm up over 2 steps then.
-    pct_start = 2 / total_steps if warmup_pct * total_steps == 1 else warmup_pct
+    # steps): warm up over 2 steps then (1.5 of a 2-step schedule, where 2 would divide 0 by 0 again).
+    pct_start = min(2, total_steps - 0.5) / total_steps if warmup_pct * total_steps == 1 else warmup_pct
     return torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=max_lr, total_steps=int(total_steps), pct_start=pct_start, **kwargs
     )
