@@ -363,11 +363,12 @@ class FocalMixCLI(LightningCLI):
             size = tuner.scale_batch_size(self.model, datamodule=self.datamodule, mode="power")
             # the power search doubles past the training split; a batch larger than it is the split
             size = min(int(size), len(self.datamodule.split_indices["train"]))
-            self.datamodule.batch_size = size
+            self.datamodule.batch_size = self.datamodule.hparams["batch_size"] = size  # checkpoints too
             print(f"focalmix: batch size {size} (--data.batch_size {size})")
         if config.get("lr_find"):
-            # the range test counts steps: an epoch limit would cut it short on a small table
-            max_epochs, self.trainer.fit_loop.max_epochs = self.trainer.fit_loop.max_epochs, -1
+            # the range test counts steps (100): an epoch limit would cut it short on a small table
+            max_epochs = self.trainer.fit_loop.max_epochs
+            self.trainer.fit_loop.max_epochs = max(max_epochs or 0, 100)
             try:
                 finder = tuner.lr_find(self.model, datamodule=self.datamodule)
             finally:

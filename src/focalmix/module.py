@@ -461,6 +461,10 @@ class FocalMixClassifier(pl.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None:
             check_same_spec(self.hparams.get("preprocessing"), getattr(datamodule, "preprocessing", None))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Lightning advises sync_dist for epoch-level values under DDP; ours are computed from states
+            # gathered over every rank (identical everywhere), so the advice is noise (12 lines an epoch)
+            warnings.filterwarnings("ignore", r".*self\.log\('(val|test)/.*on epoch level in distributed")
         if stage == "fit" and self._backbone_frozen():
             # Lightning warns about modules left in eval mode: a frozen backbone is, on purpose.
             warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
