@@ -750,6 +750,10 @@ class FocalMixDataModule(pl.LightningDataModule):
             raise ValueError("there is no data to predict: set `predict_source` (or have test/val data).")
         return self._loader(ds)  # Lightning shards predict data without padding itself
 
+    def unsharded_dataloader(self, split: Literal["val", "test"]) -> DataLoader:
+        """Every row of a split in order, also under DDP (the report scores all rows on rank 0)."""
+        return self._loader(self._dataset(split))
+
     def _loader(self, ds: ArrayDataset, shuffle: bool = False, sampler: Any = None) -> DataLoader:
         return DataLoader(
             ds,

@@ -171,7 +171,11 @@ def report_from_model(
         raise ModuleNotFoundError(_HINT)
     has_test = datamodule.test_source is not None or datamodule.test_fraction > 0
     datamodule.setup("test" if has_test else "validate")
-    loader = datamodule.test_dataloader() if has_test else datamodule.val_dataloader()
+    split = "test" if has_test else "val"
+    if hasattr(datamodule, "unsharded_dataloader"):  # under DDP the stage loaders hold one rank's share
+        loader = datamodule.unsharded_dataloader(split) if len(datamodule._dataset(split)) else []
+    else:
+        loader = datamodule.test_dataloader() if has_test else datamodule.val_dataloader()
     if isinstance(loader, list) and not loader:
         raise ValueError("no rows to report on: the datamodule has neither a test nor a validation split.")
     target, probs, raw = _predict(model, loader)
