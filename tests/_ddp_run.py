@@ -49,6 +49,8 @@ def data() -> FocalMixDataModule:
 
 
 def trainer(out: Path, epochs: int, callbacks: list[Callback]) -> pl.Trainer:
+    # quiet, as the suite's Lightning tests are: these runs check numbers (schedule, metrics, seeds); the
+    # `focalmix fit` console, logger and report under DDP are tested in tests/test_entrypoints.py
     return pl.Trainer(
         accelerator="cpu",
         devices=2,

@@ -99,10 +99,22 @@ def test_platt_prior_correction_is_weighted_logistic_regression():
 
 
 def test_platt_stays_finite_on_separable_logits():
-    z = torch.linspace(-3, 3, 40)
-    y = (z > 0).float()
-    scale, _ = fit_platt(z, y)
-    assert torch.isfinite(scale) and 1.0 < float(scale) < 1e3
+    """Perfectly separated classes: plain logistic regression has no finite optimum (the slope grows
+    without bound), Platt's smoothed targets have one; it is the weighted logistic regression's."""
+    z = torch.linspace(-3, 3, 40, dtype=torch.float64)
+    y = (z > 0).double()
+    scale, bias = fit_platt(z, y)
+    assert torch.isfinite(scale) and torch.isfinite(bias)
+    n_pos, n_neg = float(y.sum()), float(len(y) - y.sum())
+    soft = np.where(y.numpy() == 1, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+    zn = z.numpy()
+    a_ref, b_ref = _sk_logreg(
+        np.r_[zn, zn], np.r_[np.ones_like(zn), np.zeros_like(zn)], np.r_[soft, 1 - soft]
+    )
+    assert float(scale) == pytest.approx(a_ref, rel=1e-5, abs=1e-6)
+    assert float(bias) == pytest.approx(b_ref, rel=1e-5, abs=1e-6)
+    # symmetric logits, balanced classes: the fit is symmetric too
+    assert float(bias) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_temperature_minimises_nll_like_scipy():

@@ -335,7 +335,18 @@ def test_a_run_that_overfits_on_purpose_is_reported(tmp_path, monkeypatch):
     assert callback.val_loss[-1] == pytest.approx(float(trainer.callback_metrics["val/loss"]))
     assert "overfitting" in _rules(callback.findings)
     overfit = next(f for f in callback.findings if f.rule == "overfitting")
-    assert overfit.evidence["val_rise"] > 1.0  # the validation loss at least doubled
+    # the evidence is the rule applied to the curves the callback recorded, against its own threshold
+    w, val = callback.thresholds["window"], callback.val_loss
+    windows = [sum(val[i : i + w]) / w for i in range(len(val) - w + 1)]
+    best, end = min(windows), windows[-1]
+    first = windows.index(best)
+    ev = overfit.evidence
+    assert ev["val_best"] == pytest.approx(best) and ev["val_end"] == pytest.approx(end)
+    assert (ev["val_best_first_epoch"], ev["val_best_last_epoch"]) == (first, first + w - 1)
+    assert ev["val_rise"] == pytest.approx(end / best - 1)
+    assert ev["val_rise"] >= callback.thresholds["overfit_min_rise"]
+    # while the training loss kept falling, by the rule's margin
+    assert ev["train_end"] <= ev["train_at_val_best"] * (1 - callback.thresholds["min_decrease"])
     assert any(m.endswith(overfit.message) for m in printed)
     metrics = pd.read_csv(f"{logger.log_dir}/metrics.csv")
     assert metrics["diagnostics/overfitting"].dropna().tolist() == [1.0]

@@ -138,8 +138,17 @@ def test_fit_validate_test_predict(tmp_path, task, num_classes):
 def test_fast_dev_run_with_dict_batches(tmp_path):
     x, y = torch.randn(40, 5), torch.randint(0, 2, (40,)).float()
     loader = DataLoader([{"x": x[i], "y": y[i]} for i in range(40)], batch_size=8)  # default collate: dicts
-    model = FocalMixClassifier(num_features=5)
-    quiet_trainer(tmp_path, fast_dev_run=2).fit(model, loader, loader)
+    model = FocalMixClassifier(num_features=5, learning_rate=1e-2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = quiet_trainer(tmp_path, fast_dev_run=2)
+    trainer.fit(model, loader, loader)
+    assert trainer.global_step == 2  # one optimizer step per dict batch
+    for key in ("train/loss", "val/loss", "val/auroc"):  # the batches' "x" and "y" were read
+        assert torch.isfinite(trainer.callback_metrics[key]), key
+    after = model.state_dict()
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    probs = torch.cat(trainer.predict(model, DataLoader([{"x": x[i]} for i in range(40)], batch_size=8)))
+    assert probs.shape == (16,) and ((probs >= 0) & (probs <= 1)).all()  # fast_dev_run: 2 batches of 8
 
 
 def test_validation_loss_is_the_recipe_without_mixup(tmp_path):
@@ -225,8 +234,12 @@ def test_bf16_mixed_on_cpu_has_no_nan(tmp_path):
     assert torch.isfinite(trainer.callback_metrics["val/loss"])
 
 
-def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path):
-    def first_draw():
+def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path, monkeypatch):
+    """One process playing each rank (the module reads its rank from ``global_rank``); the real 2-process
+    check is tests/test_ddp.py::test_mixup_differs_across_ranks_and_repeats_for_a_seed."""
+
+    def first_draw(rank: int) -> int:
+        monkeypatch.setattr(FocalMixClassifier, "global_rank", property(lambda self: rank))
         torch.manual_seed(11)
         model = FocalMixClassifier(num_features=6)
         quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(
@@ -234,7 +247,9 @@ def test_mixup_generator_is_seeded_per_rank_and_reproducible(tmp_path):
         )
         return torch.randint(0, 10**9, (1,), generator=model._mixup_generator).item()
 
-    assert first_draw() == first_draw()
+    rank0, rank1 = first_draw(0), first_draw(1)
+    assert rank0 != rank1  # ranks mix with different draws
+    assert (first_draw(0), first_draw(1)) == (rank0, rank1)  # and the same ones again for the same seed
 
 
 def test_unbounded_horizon_is_a_clear_error(tmp_path):
