@@ -1,17 +1,32 @@
-"""Training overhead: Lightning + the CLI's callbacks against a hand-written PyTorch loop of the same recipe.
+"""Training overhead: FocalMixClassifier against hand-written loops and a plain LightningModule of the same
+recipe, and Lightning + the CLI's callbacks against a hand-written loop.
 
-Run: ``python benchmarks/overhead.py`` (about 5 minutes on 2 CPU cores; ``--quick``: a few seconds;
-``--profile``: also cProfile (a) and (b) on the MLP at batch 32 and print where (b)'s extra time goes).
+Run: ``python benchmarks/overhead.py`` (about 6 minutes on 2 CPU cores; ``--table issue``: the first table
+alone, about 1.5 minutes; ``--quick``: a few seconds).
 
-Variants, each over the same rows of the same tensors, on CPU:
+**The issue table** ("the recipe at the price of a plain loop"), the MLP 64-256-256-1 at batch 32, every
+variant over the same standardized rows:
+
+* hand loop: the plain loop below (p), with torch's default AdamW, and again with ``fused=True``;
+* plain LightningModule: the same step (written-out focal loss, ``torch.distributions.Beta``) in a
+  ``LightningModule``, default and fused AdamW, ``Trainer`` without logger, checkpoints or progress bar;
+* FocalMixClassifier: on the same ``DataLoader`` and the same ``Trainer``; with its own datamodule
+  (``FocalMixDataModule.from_arrays``: batches by ``index_select``, standardization inside the model, a
+  64-row validation split and its calibration every epoch); and with the recipe off.
+
+Ratios are speed ratios (steps/s over steps/s, > 1 is faster) against the hand loop with default AdamW and
+against the plain LightningModule with fused AdamW. Goals: FocalMixClassifier >= 1.0x the first and
+>= 0.95x the second; recipe on within 5% of recipe off.
+
+**The CLI table**, for each setup:
 
 * (p)  the plain loop a user would write: a shuffling ``DataLoader`` over a ``TensorDataset`` of
   standardized rows, ``torch.distributions.Beta`` for mixup's lambda, default ``torch.optim.AdamW`` (no
   fused/foreach flags) + ``OneCycleLR``, the focal formula with label smoothing written out (called for
   both mixed targets);
 * (a)  an optimized hand-written loop doing the recipe (fused AdamW + OneCycleLR, focal loss + label
-  smoothing + mixup with ``focalmix.losses.focal_loss`` and ``focalmix.mixup``), the same network,
-  batches by ``index_select`` of a shuffled permutation: the practical limit;
+  smoothing + mixup with ``focalmix.mixup.mixup`` and ``focalmix.losses.focal_mixup_loss``), the same
+  network, batches by ``index_select`` of a shuffled permutation: the practical limit;
 * (a0) the same loop with the recipe off (plain BCE): what the recipe costs without Lightning;
 * (b)  ``Trainer.fit(FocalMixClassifier(...), FocalMixDataModule.from_arrays(...))`` with the callbacks and
   logger of ``focalmix fit`` (EarlyStopping, ModelCheckpoint best + last, LearningRateMonitor, the
@@ -24,15 +39,17 @@ How it is measured: a callback stamps the clocks in ``on_train_batch_end`` (the 
 ``optimizer.step()``); steps/s is the number of steps after the first (warm-up) epoch over the time from
 the last step of the warm-up epoch to the last step, so Trainer start-up is not counted but epoch-end work
 (validation on a tiny split of 64 rows, checkpointing) is. ``in-epoch`` counts only step-to-step gaps
-inside epochs. Median of ``--repeats`` runs, the variants interleaved within each repeat.
+inside epochs. Median of ``--repeats`` runs, the variants interleaved within each repeat. The issue table
+ranks by the median step of the best run instead: with the machine's load at 8-10 (other jobs), the CPU
+time of whole runs swung by +-25% between repeats, while the median step moves only when the step does.
 
 The clock is the process's CPU time, with one torch thread (``--threads 1``): on a machine shared with
 other work the wall clock of a 2-thread run swung by +-50% between repeats (OpenMP threads wait for a
 busy core), the CPU clock of a 1-thread run by a few percent. At these sizes a second thread made the
 MLP no faster by the wall clock. The wall-clock rate is printed too.
 
-``--profile`` (on unless ``--no-profile`` or ``--quick``) records (a) and (b) on the MLP at batch 32 with
-py-spy (``pip install py-spy``) and splits their step time by where it is spent.
+The profile (with the CLI table, unless ``--no-profile`` or ``--quick``) records (a) and (b) on the MLP
+at batch 32 with py-spy (``pip install py-spy``) and splits their step time by where it is spent.
 """
 
 from __future__ import annotations
@@ -41,6 +58,7 @@ import argparse
 import contextlib
 import math
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +66,13 @@ from typing import Any
 
 import torch
 from _common import StepClock, cli_callbacks, cli_logger, header, median, quiet_lightning, spread
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import LightningModule, Trainer, seed_everything
 from torch import Tensor, nn
 
 from focalmix import FocalMixClassifier, FocalMixDataModule
 from focalmix.backbones import MLP, SmallCNN
-from focalmix.losses import focal_loss
-from focalmix.mixup import mixup, mixup_loss
+from focalmix.losses import focal_mixup_loss
+from focalmix.mixup import mixup
 
 VAL_ROWS = 64  # a tiny validation split: epoch ends stay in the measurement but cost little
 RECIPE = dict(focal_gamma=2.0, focal_alpha=0.5, label_smoothing=0.1, mixup_alpha=0.5)  # the defaults
@@ -116,17 +134,7 @@ def hand_loop(setup: Setup, epochs: int, recipe: bool, clock: StepClock) -> None
     )
     hp = RECIPE if recipe else NO_RECIPE
     generator = torch.Generator().manual_seed(0)
-
-    def criterion(logits: Tensor, target: Tensor) -> Tensor:
-        return focal_loss(
-            logits,
-            target,
-            task="binary",
-            alpha=hp["focal_alpha"],
-            gamma=hp["focal_gamma"],
-            label_smoothing=hp["label_smoothing"],
-            reduction="none",
-        )
+    options = dict(alpha=hp["focal_alpha"], gamma=hp["focal_gamma"], label_smoothing=hp["label_smoothing"])
 
     def _hand_epochs() -> None:  # its own frame, so a profile can tell training from set-up
         for epoch in range(epochs):
@@ -136,8 +144,9 @@ def hand_loop(setup: Setup, epochs: int, recipe: bool, clock: StepClock) -> None
                 xb, yb = torch.index_select(x, 0, batch_rows), torch.index_select(y, 0, batch_rows)
                 if recipe:
                     xb, lam, perm = mixup(xb, hp["mixup_alpha"], generator)
-                    loss = mixup_loss(
-                        criterion, net((xb - mean) / std).squeeze(-1), yb, lam, perm, per_sample=True
+                    logits = net((xb - mean) / std).squeeze(-1)
+                    loss = focal_mixup_loss(
+                        logits, yb, lam, perm, task="binary", **options, validate_args=False
                     )
                 else:
                     logits = net((xb - mean) / std).squeeze(-1)
@@ -165,9 +174,16 @@ def _written_out_focal(logits: Tensor, target: Tensor) -> Tensor:
     return (alpha_t * (1 - p_t) ** hp["focal_gamma"] * ce).mean()
 
 
-def plain_loop(setup: Setup, epochs: int, clock: StepClock) -> None:
-    """The recipe as a user writes it: a shuffling DataLoader over a TensorDataset, ``torch.distributions
-    .Beta`` for mixup, default ``AdamW`` (no fused/foreach flags) with OneCycleLR, focal loss written out."""
+def _written_out_step(net: nn.Module, beta: torch.distributions.Beta, xb: Tensor, yb: Tensor) -> Tensor:
+    """Mixup and the written-out focal loss of one batch, as a user types them."""
+    lam = beta.sample()
+    perm = torch.randperm(len(xb))
+    logits = net(lam * xb + (1 - lam) * xb[perm]).squeeze(-1)
+    return lam * _written_out_focal(logits, yb) + (1 - lam) * _written_out_focal(logits, yb[perm])
+
+
+def _plain_parts(setup: Setup) -> tuple[torch.utils.data.DataLoader, nn.Module, torch.distributions.Beta]:
+    """A shuffling DataLoader over a TensorDataset of the standardized training rows, the network, Beta."""
     dm = setup.datamodule()
     rows = torch.from_numpy(dm.split_indices["train"])
     mean, std = dm.normalization
@@ -177,19 +193,25 @@ def plain_loop(setup: Setup, epochs: int, clock: StepClock) -> None:
     )
     backbone = setup.backbone()
     net = nn.Sequential(backbone, nn.Dropout(HP["dropout"]), nn.Linear(backbone.num_features, 1)).train()
-    optimizer = torch.optim.AdamW(net.parameters(), lr=HP["learning_rate"], weight_decay=HP["weight_decay"])
+    beta = torch.distributions.Beta(torch.tensor(RECIPE["mixup_alpha"]), torch.tensor(RECIPE["mixup_alpha"]))
+    return loader, net, beta
+
+
+def plain_loop(setup: Setup, epochs: int, clock: StepClock, fused: bool = False) -> None:
+    """The recipe as a user writes it: a shuffling DataLoader over a TensorDataset, ``torch.distributions
+    .Beta`` for mixup, ``AdamW`` (default, or ``fused=True``) with OneCycleLR, focal loss written out."""
+    loader, net, beta = _plain_parts(setup)
+    optimizer = torch.optim.AdamW(
+        net.parameters(), lr=HP["learning_rate"], weight_decay=HP["weight_decay"], fused=fused or None
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=HP["learning_rate"], total_steps=epochs * len(loader), pct_start=0.1
     )
-    beta = torch.distributions.Beta(torch.tensor(RECIPE["mixup_alpha"]), torch.tensor(RECIPE["mixup_alpha"]))
 
     def _plain_epochs() -> None:
         for epoch in range(epochs):
             for xb, yb in loader:
-                lam = beta.sample()
-                perm = torch.randperm(len(xb))
-                logits = net(lam * xb + (1 - lam) * xb[perm]).squeeze(-1)
-                loss = lam * _written_out_focal(logits, yb) + (1 - lam) * _written_out_focal(logits, yb[perm])
+                loss = _written_out_step(net, beta, xb, yb)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -197,6 +219,114 @@ def plain_loop(setup: Setup, epochs: int, clock: StepClock) -> None:
                 clock.tick(epoch)
 
     _plain_epochs()
+
+
+# ---- the issue table's Lightning variants: a plain LightningModule and FocalMixClassifier ----------------
+
+
+class PlainModule(LightningModule):
+    """The plain loop's step in a LightningModule, as a user writes it: no focalmix, no logging."""
+
+    def __init__(self, setup: Setup, fused: bool) -> None:
+        super().__init__()
+        _, self.net, self.beta = _plain_parts(setup)
+        self.fused = fused
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return _written_out_step(self.net, self.beta, *batch)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = torch.optim.AdamW(
+            self.parameters(),
+            lr=HP["learning_rate"],
+            weight_decay=HP["weight_decay"],
+            fused=self.fused or None,
+        )
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=HP["learning_rate"], total_steps=total, pct_start=0.1
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _plain_trainer(epochs: int, clock: StepClock, root: str) -> Trainer:
+    """A Trainer as a user starts one for a quick fit: no logger, checkpoints, progress bar or summary."""
+    return Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+        default_root_dir=root,
+    )
+
+
+def plain_lightning_fit(setup: Setup, epochs: int, clock: StepClock, fused: bool) -> None:
+    """``Trainer.fit`` of :class:`PlainModule` on the plain loop's DataLoader."""
+    loader, *_ = _plain_parts(setup)
+    with tempfile.TemporaryDirectory() as root:
+        _plain_trainer(epochs, clock, root).fit(PlainModule(setup, fused), loader)
+
+
+def focalmix_fit(setup: Setup, epochs: int, clock: StepClock, recipe: bool, datamodule: bool) -> None:
+    """``Trainer.fit`` of FocalMixClassifier with the plain Trainer, on the plain loop's DataLoader or on
+    ``FocalMixDataModule.from_arrays`` (then with the model's own standardization and a validation split)."""
+    data: Any = setup.datamodule() if datamodule else _plain_parts(setup)[0]
+    kwargs: dict[str, Any] = dict(HP, **(RECIPE if recipe else NO_RECIPE))
+    model = FocalMixClassifier(task="binary", num_features=64, hidden_sizes=(256, 256), **kwargs)
+    with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(None):
+        trainer = _plain_trainer(epochs, clock, root)
+        if datamodule:
+            trainer.fit(model, datamodule=data)
+        else:
+            trainer.fit(model, data)
+
+
+ISSUE_VARIANTS: dict[str, tuple[str, Callable[[Setup, int, StepClock], None]]] = {
+    "h": ("hand loop, default AdamW", lambda s, e, c: plain_loop(s, e, c)),
+    "hf": ("hand loop, fused AdamW", lambda s, e, c: plain_loop(s, e, c, fused=True)),
+    "l": ("plain LightningModule, default AdamW", lambda s, e, c: plain_lightning_fit(s, e, c, False)),
+    "lf": ("plain LightningModule, fused AdamW", lambda s, e, c: plain_lightning_fit(s, e, c, True)),
+    "f": ("FocalMixClassifier", lambda s, e, c: focalmix_fit(s, e, c, True, False)),
+    "fd": ("FocalMixClassifier + its datamodule", lambda s, e, c: focalmix_fit(s, e, c, True, True)),
+    "f0": ("FocalMixClassifier, recipe off", lambda s, e, c: focalmix_fit(s, e, c, False, False)),
+}
+
+
+def print_issue_table(setup: Setup, results: dict) -> None:
+    r = {k: results[(setup.name, k)] for k in ISSUE_VARIANTS}
+    hand, plain = r["h"]["typical_best"], r["lf"]["typical_best"]
+    print(
+        f"{setup.name}. ms/step: the median step of the best run (CPU clock), ±: spread of the runs' median "
+        "steps; mean ms/step: every step after the warm-up with epoch ends, median run. Ratios: median-step "
+        "speed over median-step speed (> 1: faster)."
+    )
+    print(
+        f"| {'variant':<37} | {'ms/step':>7} | {'±':>4} | {'mean ms/step':>12} "
+        f"| {'vs hand loop':>12} | {'vs plain LM fused':>17} |"
+    )
+    print(f"|{'-' * 39}|{'-' * 8}:|{'-' * 5}:|{'-' * 13}:|{'-' * 13}:|{'-' * 18}:|")
+    for key, (label, _) in ISSUE_VARIANTS.items():
+        v = r[key]
+        best = v["typical_best"]
+        print(
+            f"| {label:<37} | {1e3 / best:>7.2f} | {v['typical_spread']:>4.0%} | {1e3 / v['rate']:>12.2f} "
+            f"| {best / hand:>12.2f} | {best / plain:>17.2f} |"
+        )
+    goals = [
+        ("FocalMixClassifier / hand loop (default AdamW)", r["f"]["typical_best"] / hand, 1.0),
+        ("FocalMixClassifier / plain LightningModule (fused)", r["f"]["typical_best"] / plain, 0.95),
+        (
+            "recipe on / recipe off (FocalMixClassifier)",
+            r["f"]["typical_best"] / r["f0"]["typical_best"],
+            0.95,
+        ),
+    ]
+    for label, ratio, goal in goals:
+        print(f"{label}: {ratio:.2f} (goal >= {goal:.2f}: {'met' if ratio >= goal else 'NOT met'})")
 
 
 # ---- (b), (c): Trainer.fit with the CLI's callbacks -----------------------------------------------------
@@ -261,12 +391,22 @@ def measure(setups: list[Setup], variants: dict, epochs: int, repeats: int) -> d
                     "rate": clock.steps_per_second(),
                     "in_epoch": clock.in_epoch_steps_per_second(),
                     "wall": clock.steps_per_second(clock="wall"),
+                    "typical": typical_steps_per_second(clock),
                 }
                 runs.setdefault((setup.name, key), []).append(rates)
     out = {k: {name: median([r[name] for r in v]) for name in v[0]} for k, v in runs.items()}
     for k, v in runs.items():
         out[k]["spread"] = spread([r["rate"] for r in v])
+        out[k]["typical_best"] = max(r["typical"] for r in v)
+        out[k]["typical_spread"] = spread([r["typical"] for r in v])
     return out
+
+
+def typical_steps_per_second(clock: StepClock, warmup_epochs: int = 1) -> float:
+    """Steps/s of the median step after the warm-up, by the CPU clock: on a machine shared with bursts of
+    other work some steps run long (caches, frequency), the median one is what a quiet core does."""
+    gaps = [b[1] - a[1] for s in clock.stamps[warmup_epochs:] for a, b in zip(s, s[1:], strict=False)]
+    return 1 / median(gaps)
 
 
 def print_table(setups: list[Setup], variants: dict, results: dict) -> None:
@@ -452,6 +592,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per variant; the median is kept")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run; the first is warm-up")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--table", choices=["issue", "cli", "all"], default="all", help="which tables to run")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile of (a) and (b)")
     parser.add_argument("--profile-child", choices=["a", "b"], help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, default=150, help=argparse.SUPPRESS)
@@ -461,10 +602,28 @@ def main() -> None:
         _profile_child(args.profile_child, args.epochs, args.steps)
         return
     quiet_lightning()
-    print(header("focalmix training overhead: Lightning + CLI callbacks vs a hand-written loop (CPU)"))
+    warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")  # FocalMixClassifier on a bare loader
+    print(header("focalmix training overhead: FocalMixClassifier vs hand-written loops and Lightning (CPU)"))
     steps = {"mlp32": 150, "mlp256": 60, "cnn32": 40}
     if args.quick:
         args.repeats, args.epochs, args.no_profile, steps = 1, 2, True, {k: 10 for k in steps}
+    print(
+        f"{args.repeats} repeats x {args.epochs} epochs (first = warm-up) per variant, interleaved.\n"
+        "steps/s: optimizer steps after the warm-up epoch / CPU time of the process from the warm-up's "
+        "last step to the last step, stamped after each optimizer step (Trainer start-up excluded, epoch "
+        "ends included); ms/step: its inverse; in-epoch: step-to-step gaps within epochs only; ±: half "
+        "the min-max range of the repeats.\n"
+    )
+    if args.table in ("issue", "all"):
+        issue_setup = Setup("MLP 64-256-256-1, batch 32", 32, steps["mlp32"])
+        print_issue_table(issue_setup, measure([issue_setup], ISSUE_VARIANTS, args.epochs, args.repeats))
+        print()
+    if args.table in ("cli", "all"):
+        cli_tables(args, steps)
+
+
+def cli_tables(args: argparse.Namespace, steps: dict[str, int]) -> None:
+    """The CLI table over every setup, and the profile of (a) and (b) unless ``--no-profile``."""
     setups = [
         Setup("MLP 64-256-256-1, batch 32", 32, steps["mlp32"]),
         Setup("MLP 64-256-256-1, batch 256", 256, steps["mlp256"]),
@@ -473,13 +632,10 @@ def main() -> None:
     if args.quick:  # one MLP and the CNN: every code path, few fits
         setups = [setups[0], setups[2]]
     print(
-        f"{args.repeats} repeats x {args.epochs} epochs (first = warm-up) per variant; steps per epoch: "
+        "Steps per epoch: "
         + ", ".join(f"{s.name}: {s.steps}" for s in setups)
-        + f"; validation: {VAL_ROWS} rows per epoch.\n"
-        "steps/s: optimizer steps after the warm-up epoch / CPU time of the process from the warm-up's "
-        "last step to the last step, stamped in on_train_batch_end (Trainer start-up excluded, epoch ends "
-        "included); in-epoch: step-to-step gaps within epochs only; wall: the same by the wall clock; "
-        "±: half the min-max range of the repeats; vs (a): steps/s over (a)'s.\n"
+        + f"; validation (b, c): {VAL_ROWS} rows per epoch. wall: steps/s by the wall clock; vs (a): "
+        "steps/s over (a)'s.\n"
     )
     results = measure(setups, VARIANTS, args.epochs, args.repeats)
     print_table(setups, VARIANTS, results)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from focalmix.losses import FocalLoss, focal_loss
+from focalmix import losses
+from focalmix.losses import FocalLoss, focal_loss, focal_mixup_loss
+from focalmix.mixup import mixup_loss
 
 ALPHAS = [None, 0.25, 0.5, 0.75]
 GAMMAS = [0.0, 0.5, 1.0, 2.0, 4.0]
@@ -265,3 +269,319 @@ def test_bad_types_and_alpha_lengths():
         focal_loss(torch.randn(4, 3), torch.ones(4, 3), task="multilabel", alpha=[0.5, 0.5])
     with pytest.raises(TypeError, match="`alpha` must be None, a float"):
         FocalLoss("binary", alpha="auto")
+
+
+# ---- validate_args: checked once, or not at all --------------------------------------------------------
+
+
+def _no_checks(monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("an argument check ran with validate_args=False")
+
+    monkeypatch.setattr(losses, "_check_call", boom)
+    monkeypatch.setattr(losses, "_check_mixup", boom)
+    monkeypatch.setattr(losses, "_check", boom)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_validate_args_false_checks_nothing_and_computes_the_same(monkeypatch, task):
+    logits, target = _batch(task, torch.float32)
+    kw = dict(task=task, alpha=0.25, gamma=2.0, label_smoothing=0.1)
+    checked = focal_loss(logits, target, **kw), focal_mixup_loss(logits, target, 0.3, torch.arange(16), **kw)
+    _no_checks(monkeypatch)
+    unchecked = (
+        focal_loss(logits, target, **kw, validate_args=False),
+        focal_mixup_loss(logits, target, 0.3, torch.arange(16), **kw, validate_args=False),
+    )
+    assert torch.equal(checked[0], unchecked[0]) and torch.equal(checked[1], unchecked[1])
+    crit = FocalLoss(task, alpha=0.25, label_smoothing=0.1, validate_args=False)  # checks its options here
+    assert torch.equal(crit(logits, target), checked[0])
+
+
+def test_validate_args_false_lets_bad_targets_through():
+    out = focal_loss(torch.randn(4), torch.tensor([0.0, 2.0, 1.0, 0.0]), task="binary", validate_args=False)
+    assert out.shape == ()  # garbage in, no ValueError: the caller checked once, up front
+
+
+# ---- focal_mixup_loss against today's unfused path and torch's own losses ------------------------------
+
+
+def _batch(task, dtype, n=16, c=4, scale=3.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if task == "binary":
+        return (torch.randn(n, generator=g) * scale).to(dtype), torch.randint(0, 2, (n,), generator=g)
+    logits = (torch.randn(n, c, generator=g) * scale).to(dtype)
+    if task == "multiclass":
+        return logits, torch.randint(0, c, (n,), generator=g)
+    return logits, torch.randint(0, 2, (n, c), generator=g).to(dtype)
+
+
+def _alpha(kind, task, c=4):
+    if kind == "per-class":
+        return [0.2, 0.9, 0.5, 0.7][:c] if task == "multilabel" else [0.5, 2.0, 1.0, 0.25][:c]
+    return {"none": None, "scalar": 0.25}[kind]
+
+
+def _unfused(logits, target, lam, perm, reduction, **kw):
+    """Today's path: focal_loss per sample on the batch stacked twice (mixup_loss), or two calls."""
+    if reduction == "mean":
+        per_sample = functools.partial(focal_loss, **kw, reduction="none")
+        return mixup_loss(per_sample, logits, target, lam, perm, per_sample=True)
+    if reduction == "sum":
+        return mixup_loss(functools.partial(focal_loss, **kw, reduction="sum"), logits, target, lam, perm)
+    own, partner = (focal_loss(logits, t, **kw, reduction="none") for t in (target, target[perm]))
+    return lam * own + (1 - lam) * partner
+
+
+def _with_grad(fn, logits, grad_output_seed=1):
+    x = _leaf(logits)
+    out = fn(x)
+    weights = torch.rand(
+        out.shape, generator=torch.Generator().manual_seed(grad_output_seed), dtype=out.dtype
+    )
+    (out * weights).sum().backward()  # a grad_output other than ones, for reduction="none"
+    return out.detach(), x.grad
+
+
+# 0 and 1: one target only; 0.5; a drawn one, a 0-d float64 tensor as mixup returns it
+LAMS = [0.0, 1.0, 0.5, torch.tensor(0.8137, dtype=torch.float64)]
+
+
+TASK_ALPHAS = [(task, kind) for task in ("binary", "multiclass", "multilabel") for kind in ("none", "scalar")]
+TASK_ALPHAS += [("multiclass", "per-class"), ("multilabel", "per-class")]  # binary alpha is one float
+
+
+@pytest.mark.parametrize("task, alpha_kind", TASK_ALPHAS)
+@pytest.mark.parametrize("gamma", [0.0, 1.0, 2.0, 4.0])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("lam", LAMS, ids=["lam0", "lam1", "lam0.5", "lam-drawn"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_mixup_loss_equals_the_unfused_path(task, alpha_kind, gamma, eps, lam, reduction, dtype):
+    logits, target = _batch(task, dtype)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(2))
+    kw = dict(task=task, alpha=_alpha(alpha_kind, task), gamma=gamma, label_smoothing=eps)
+    fused = _with_grad(lambda x: focal_mixup_loss(x, target, lam, perm, **kw, reduction=reduction), logits)
+    unfused = _with_grad(lambda x: _unfused(x, target, lam, perm, reduction, **kw), logits)
+    assert fused[0].dtype == dtype and fused[1].dtype == dtype
+    assert_close(fused[0], unfused[0], **(dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else {}))
+    assert_close(fused[1], unfused[1])
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_fused_soft_targets_equal_the_unfused_path(task, gamma, eps):
+    logits, _ = _batch(task, torch.float64)
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(logits.shape, generator=g, dtype=torch.float64)
+    if task == "multiclass":
+        target = target.softmax(-1)  # probabilities (N, C)
+    perm, lam = torch.randperm(16, generator=g), torch.tensor(0.7, dtype=torch.float64)
+    kw = dict(task=task, alpha=0.25, gamma=gamma, label_smoothing=eps)
+    fused = _with_grad(lambda x: focal_mixup_loss(x, target, lam, perm, **kw), logits)
+    assert_close(fused, _with_grad(lambda x: _unfused(x, target, lam, perm, "mean", **kw), logits))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_fused_mixup_loss_without_perm_is_focal_loss(task, reduction):
+    logits, target = _batch(task, torch.float64)
+    kw = dict(task=task, alpha=0.25, gamma=2.0, label_smoothing=0.1, reduction=reduction)
+    fused = _with_grad(lambda x: focal_mixup_loss(x, target, **kw), logits)
+    assert_close(fused, _with_grad(lambda x: focal_loss(x, target, **kw), logits))
+    # perm None ignores lam; lam 1 with a permutation is no mixing either
+    assert_close(fused, _with_grad(lambda x: focal_mixup_loss(x, target, 0.3, None, **kw), logits))
+    assert_close(
+        fused, _with_grad(lambda x: focal_mixup_loss(x, target, 1.0, torch.randperm(16), **kw), logits)
+    )
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("soft", [False, True])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_fused_multiclass_gamma0_is_cross_entropy_on_mixed_targets(eps, soft, reduction):
+    logits, target = _batch("multiclass", torch.float64)
+    if soft:
+        target = torch.rand(16, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64).softmax(
+            -1
+        )
+    perm, lam = torch.randperm(16), 0.3
+    onehot = target if soft else F.one_hot(target, 4).double()
+    mixed = lam * onehot + (1 - lam) * onehot[perm]  # cross-entropy is linear in the target
+    fused = _with_grad(
+        lambda x: focal_mixup_loss(
+            x,
+            target,
+            lam,
+            perm,
+            task="multiclass",
+            alpha=None,
+            gamma=0.0,
+            label_smoothing=eps,
+            reduction=reduction,
+        ),
+        logits,
+    )
+    ref = _with_grad(lambda x: F.cross_entropy(x, mixed, label_smoothing=eps, reduction=reduction), logits)
+    assert_close(fused, ref)
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_fused_sigmoid_gamma0_is_bce_on_mixed_smoothed_targets(task, eps):
+    logits, target = _batch(task, torch.float64)
+    perm, lam = torch.randperm(16), 0.65
+    smoothed = target.double() * (1 - eps) + eps / 2
+    mixed = lam * smoothed + (1 - lam) * smoothed[perm]  # BCE is linear in the target
+    fused = _with_grad(
+        lambda x: focal_mixup_loss(
+            x, target, lam, perm, task=task, alpha=None, gamma=0.0, label_smoothing=eps
+        ),
+        logits,
+    )
+    assert_close(fused, _with_grad(lambda x: F.binary_cross_entropy_with_logits(x, mixed), logits))
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel"])
+@pytest.mark.parametrize("alpha", [None, 0.25])
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+def test_fused_sigmoid_is_torchvision_per_target(tv_focal, task, alpha, gamma):
+    logits, target = _batch(task, torch.float64)
+    perm, lam, eps = torch.randperm(16), 0.4, 0.1
+    smoothed = target.double() * (1 - eps) + eps / 2
+    fused = _with_grad(
+        lambda x: focal_mixup_loss(
+            x, target, lam, perm, task=task, alpha=alpha, gamma=gamma, label_smoothing=eps
+        ),
+        logits,
+    )
+
+    def ref(x):
+        def tv(t):
+            return tv_focal(x, t, alpha=-1 if alpha is None else alpha, gamma=gamma, reduction="mean")
+
+        return lam * tv(smoothed) + (1 - lam) * tv(smoothed[perm])
+
+    assert_close(fused, _with_grad(ref, logits))
+
+
+@pytest.mark.parametrize(
+    "task, alpha",
+    [
+        ("binary", 0.25),
+        ("binary", None),
+        ("multiclass", [0.5, 2.0, 1.0]),
+        ("multiclass", 0.5),
+        ("multilabel", [0.2, 0.8, 0.5]),
+    ],
+)
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_fused_gradcheck(task, alpha, gamma, reduction):
+    logits, target = _batch(task, torch.float64, n=6, c=3, scale=2.0)
+    lam, perm = torch.tensor(0.3, dtype=torch.float64), torch.tensor([2, 0, 1, 5, 3, 4])
+    kw = dict(task=task, alpha=alpha, gamma=gamma, label_smoothing=0.1, reduction=reduction)
+    assert torch.autograd.gradcheck(lambda x: focal_mixup_loss(x, target, lam, perm, **kw), (_leaf(logits),))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("gamma", [0.0, 0.3, 0.7, 2.0])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("lam", [1.0, 0.5, 0.0])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_finite_at_extreme_logits(task, gamma, eps, lam, dtype):
+    if task == "binary":
+        logits, target = torch.tensor([100.0, -100.0, 100.0, -100.0]), torch.tensor([1, 0, 0, 1])
+    elif task == "multiclass":
+        logits = torch.tensor(
+            [[100.0, -100.0, 0.0], [-100.0, 100.0, 0.0], [100.0, -100.0, -100.0], [0.0] * 3]
+        )
+        target = torch.tensor([0, 1, 2, 1])
+    else:
+        logits = torch.tensor([[100.0, -100.0], [-100.0, 100.0], [100.0, 100.0], [-100.0, -100.0]])
+        target = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    logits = logits.to(dtype)
+    perm, kw = torch.tensor([1, 2, 3, 0]), dict(task=task, gamma=gamma, label_smoothing=eps)
+    fused = _with_grad(lambda x: focal_mixup_loss(x, target, lam, perm, **kw), logits)
+    assert torch.isfinite(fused[0]).all() and torch.isfinite(fused[1]).all()
+    assert_close(fused, _with_grad(lambda x: _unfused(x, target, lam, perm, "mean", **kw), logits))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_fused_low_precision_logits_are_computed_in_float32(task, low):
+    logits, target = _batch(task, torch.float32)
+    rounded, perm, lam = logits.to(low), torch.randperm(16), torch.tensor(0.3, dtype=torch.float64)
+    kw = dict(task=task, label_smoothing=0.1)
+    x_low, x32 = _leaf(rounded), _leaf(rounded.float())
+    out_low = focal_mixup_loss(x_low, target.to(low) if task == "multilabel" else target, lam, perm, **kw)
+    out32 = focal_mixup_loss(x32, target, lam, perm, **kw)
+    out_low.backward(), out32.backward()
+    assert out_low.dtype == torch.float32 and torch.equal(out_low, out32)
+    assert x_low.grad.dtype == low and torch.equal(x_low.grad, x32.grad.to(low))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the matmul-free math stays in float32 here too
+        out = focal_mixup_loss(rounded, target, lam, perm, **kw)
+    assert out.dtype == torch.float32 and torch.equal(out, out32.detach())
+
+
+def test_fused_lam_as_float_or_tensor_and_without_grad():
+    logits, target = _batch("multiclass", torch.float32)
+    perm, kw = torch.randperm(16), dict(task="multiclass", label_smoothing=0.1)
+    as_tensor = focal_mixup_loss(logits, target, torch.tensor(0.25, dtype=torch.float64), perm, **kw)
+    assert_close(as_tensor, focal_mixup_loss(logits, target, 0.25, perm, **kw))
+    with torch.inference_mode():  # validation: no gradient asked, none computed
+        assert_close(focal_mixup_loss(logits, target, 0.25, perm, **kw), as_tensor)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+def test_fused_inputs_not_modified(task):
+    logits, target = _batch(task, torch.float32)
+    lam, perm = torch.tensor(0.4, dtype=torch.float64), torch.randperm(16)
+    before = [t.clone() for t in (logits, target, lam, perm)]
+    x = _leaf(logits)
+    focal_mixup_loss(
+        x, target, lam, perm, task=task, gamma=0.0, alpha=None, reduction="none"
+    ).sum().backward()
+    for t, b in zip((x.detach(), target, lam, perm), before, strict=True):
+        assert torch.equal(t, b)
+
+
+def test_fused_soft_multiclass_targets_not_modified():
+    logits = torch.randn(8, 3)
+    target = torch.rand(8, 3).softmax(-1)
+    before = target.clone()
+    focal_mixup_loss(logits, target, 0.5, torch.randperm(8), task="multiclass", gamma=0.0, alpha=None)
+    assert torch.equal(target, before)
+
+
+@pytest.mark.parametrize("kwargs, exc, match", BAD)
+def test_fused_bad_options(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        focal_mixup_loss(torch.randn(4), torch.ones(4), 0.5, torch.arange(4), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "lam, perm, exc, match",
+    [
+        (1.5, torch.arange(4), ValueError, r"`lam` must be in \[0, 1\], got 1.5"),
+        (torch.tensor(-0.1), torch.arange(4), ValueError, r"`lam` must be in \[0, 1\]"),
+        (torch.tensor([0.5]), torch.arange(4), TypeError, "`lam` must be a float or a 0-d float tensor"),
+        ("0.5", torch.arange(4), TypeError, "`lam` must be a float or a 0-d float tensor"),
+        (0.5, torch.arange(3), ValueError, r"`perm` must be an int tensor of shape \(4,\)"),
+        (0.5, torch.tensor([0, 1, 2, 4]), ValueError, r"`perm` values must be in \[0, 4\)"),
+    ],
+)
+def test_fused_bad_mixup_arguments(lam, perm, exc, match):
+    with pytest.raises(exc, match=match):
+        focal_mixup_loss(torch.randn(4), torch.ones(4), lam, perm, task="binary")
+
+
+def test_fused_refuses_targets_or_lam_that_need_a_gradient():
+    soft = torch.rand(4, requires_grad=True)
+    with pytest.raises(ValueError, match="does not differentiate `target` or `lam`"):
+        focal_mixup_loss(torch.randn(4), soft, 0.5, torch.arange(4), task="binary")
+    with pytest.raises(ValueError, match="does not differentiate `target` or `lam`"):
+        focal_mixup_loss(
+            torch.randn(4), torch.ones(4), torch.tensor(0.5, requires_grad=True), None, task="binary"
+        )

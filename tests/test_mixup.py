@@ -1,4 +1,5 @@
-"""Mixup: the identities of the paper's definition, and Beta sampling against scipy's Beta distribution."""
+"""Mixup: the identities of the paper's definition, Beta sampling against scipy's Beta distribution, and
+draws that stay on the device (no host reads)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import torch.nn.functional as F
 from scipy import stats
 from torch.testing import assert_close
 
-from focalmix.losses import focal_loss
+from focalmix.losses import focal_loss, focal_mixup_loss
 from focalmix.mixup import mix, mixup, mixup_loss, sample_beta, sample_mixup
 
 
 @pytest.mark.parametrize("alpha", [0.1, 0.5, 1.0, 2.0])
 def test_beta_samples_follow_scipy_beta(alpha):
     g = torch.Generator().manual_seed(1234)
-    draws = [sample_beta(alpha, g) for _ in range(3000)]
-    assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 0.001
+    draws = torch.stack([sample_beta(alpha, g) for _ in range(3000)])
+    assert draws.dtype == torch.float64 and draws.shape == (3000,)
+    assert stats.kstest(draws.numpy(), stats.beta(alpha, alpha).cdf).pvalue > 0.001
 
 
 def test_alpha_zero_is_identity_and_draws_nothing():
@@ -110,3 +112,58 @@ def test_per_sample_mixup_loss_equals_two_calls(task, logits, target):
     two.backward(), one.backward()
     assert_close(one, two)
     assert_close(x2.grad, x1.grad)
+
+
+def test_draws_are_tensors_on_the_generators_device():
+    lam, perm = sample_mixup(8, 0.5, torch.Generator().manual_seed(0))
+    assert isinstance(lam, torch.Tensor) and lam.shape == () and lam.dtype == torch.float64
+    assert lam.device == perm.device == torch.device("cpu") and perm.dtype == torch.int64
+    assert 0 < float(lam) < 1
+
+
+def test_tiny_alpha_draws_stay_in_the_unit_interval():
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample_beta(0.01, g) for _ in range(200)])
+    assert ((draws >= 0) & (draws <= 1)).all()
+    assert (draws < 0.01).any() and (draws > 0.99).any()  # nearly a fair coin on {0, 1}
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_a_mixup_step_never_reads_a_tensor_on_the_host(monkeypatch, task):
+    # On a GPU a host read (.item(), float(), bool(), .tolist()) waits for every queued kernel: mixup and the
+    # fused loss with validate_args=False must not do one.
+    x = torch.randn(16, 5)
+    y = torch.randint(0, 2 if task == "binary" else 3, (16,))
+    head = torch.nn.Linear(5, 1 if task == "binary" else 3)
+    g = torch.Generator().manual_seed(0)
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("a tensor was read on the host")
+
+    for name in ("item", "tolist", "__float__", "__bool__", "__int__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, host_read)
+    mixed, lam, perm = mixup(x, 0.5, g)
+    logits = head(mixed).squeeze(-1) if task == "binary" else head(mixed)
+    kw = dict(task=task, alpha=0.25, gamma=2.0, label_smoothing=0.1)
+    focal_mixup_loss(logits, y, lam, perm, **kw, validate_args=False).backward()
+    monkeypatch.undo()
+    assert head.weight.grad.isfinite().all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_mix_with_a_tensor_lam_equals_the_float_lam(dtype):
+    x = torch.randn(16, 8).to(dtype)
+    lam, perm = sample_mixup(16, 0.5, torch.Generator().manual_seed(3))
+    mixed = mix(x, lam, perm)
+    assert mixed.dtype == dtype
+    assert torch.equal(mixed, mix(x, float(lam), perm))  # lerp with the same weight, once rounded
+    expected = float(lam) * x.double() + (1 - float(lam)) * x[perm].double()
+    assert_close(mixed, expected.to(dtype))
+
+
+def test_mixup_loss_with_a_tensor_lam_keeps_the_loss_dtype():
+    logits, y = torch.randn(10, 3), torch.randint(0, 3, (10,))
+    lam, perm = torch.tensor(0.3, dtype=torch.float64), torch.randperm(10)
+    loss = mixup_loss(F.cross_entropy, logits, y, lam, perm)
+    assert loss.dtype == torch.float32  # a 0-d float64 lam does not promote the 0-d losses
+    assert_close(loss, mixup_loss(F.cross_entropy, logits, y, 0.3, perm))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from typing import Any, Literal
@@ -19,8 +18,8 @@ from focalmix import metrics as fm_metrics
 from focalmix import optim
 from focalmix.backbones import build_backbone, feature_size
 from focalmix.faults import capture_rng_state, restore_rng_state
-from focalmix.losses import TASKS, check_alpha, focal_loss
-from focalmix.mixup import mixup, mixup_loss
+from focalmix.losses import TASKS, check_alpha, focal_mixup_loss
+from focalmix.mixup import mixup
 from focalmix.preprocessing import check_same_spec
 
 _GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
@@ -277,19 +276,31 @@ class FocalMixClassifier(pl.LightningModule):
 
     # ---- the recipe ----------------------------------------------------------------------------------
 
-    def _criterion(self, logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    def _criterion(
+        self,
+        logits: Tensor,
+        target: Tensor,
+        reduction: str = "mean",
+        lam: float | Tensor = 1.0,
+        perm: Tensor | None = None,
+        validate_args: bool = True,
+    ) -> Tensor:
+        """The recipe's loss; with mixup's ``lam`` and ``perm``, against both targets of every sample."""
         hp = self.hparams
         alpha = self.alpha_weights if self.alpha_weights.numel() else hp.focal_alpha
         if isinstance(alpha, str):
             raise RuntimeError("`focal_alpha='auto'` is resolved from the training data at the start of fit.")
-        return focal_loss(
+        return focal_mixup_loss(
             logits,
             target,
+            lam,
+            perm,
             task=hp.task,
             alpha=alpha,
             gamma=hp.focal_gamma,
             label_smoothing=hp.label_smoothing,
             reduction=reduction,
+            validate_args=validate_args,
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
@@ -300,11 +311,11 @@ class FocalMixClassifier(pl.LightningModule):
         x, lam, perm = mixup(
             x if cached else self._encode(x), self.hparams.mixup_alpha, self._mixup_generator
         )
-        per_sample = functools.partial(self._criterion, reduction="none")
         logits = self._head_logits(x) if cached else self._logits(x)
-        loss = mixup_loss(per_sample, logits, y, lam, perm, per_sample=True)
+        # The options were checked in __init__; the targets are checked on each epoch's first batch.
+        loss = self._criterion(logits, y, lam=lam, perm=perm, validate_args=batch_idx == 0)
         # Summed here, logged once per epoch: self.log on every step cost more than the loss itself.
-        self._train_loss_sum += loss.detach() * len(x)
+        self._train_loss_sum.add_(loss.detach(), alpha=len(x))
         self._train_count += len(x)
         return loss
 
