@@ -23,6 +23,9 @@ SPEC = {  # the spec's Presets section
     "balanced": dict(batch_size=32, max_epochs=100, patience=8, learning_rate=0.0001, dropout=0.5),
     "max_accuracy": dict(batch_size=32, max_epochs=200, patience=15, learning_rate=0.00005, dropout=0.5),
 }
+# For tests of parsing and of what a command computes: short output, nothing else changes. What users see
+# with the defaults (console, logger, report) is tested in tests/test_entrypoints.py, and here in
+# test_fast_dev_run_on_the_default_data and test_quickstart_fit_console_is_quiet_and_ends_with_the_summary.
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
@@ -119,7 +122,14 @@ def test_test_and_predict_need_a_checkpoint():
 
 @pytest.mark.slow
 def test_fast_dev_run_on_the_default_data(tmp_path):
-    focalmix("fit", "--trainer.fast_dev_run", "true", *QUIET, cwd=tmp_path)
+    proc = focalmix("fit", "--trainer.fast_dev_run", "true", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert "focalmix: data breast_cancer: binary, 30 features, 2 classes" in out
+    assert [ln.split()[1] for ln in out.splitlines() if ln.startswith("epoch ")] == ["1/1"]
+    assert "1 optimizer steps" in out  # one batch of training, one of validation
+    assert "val/loss" in out and "Traceback" not in out
+    # a smoke test: no checkpoint, no run folder, no summary of a best checkpoint
+    assert "focalmix: best checkpoint" not in out and list(tmp_path.iterdir()) == []
 
 
 def _print_config(*args: str, capsys) -> str:
@@ -138,9 +148,16 @@ def test_print_config_round_trip_and_second_run_in_the_same_dir(tmp_path, capsys
     (tmp_path / "cfg.yaml").write_text(first)
     assert _print_config("--config", "cfg.yaml", capsys=capsys) == first
     args = ["fit", "--config", "cfg.yaml", "--trainer.max_epochs", "1", "--trainer.default_root_dir", "runs"]
+    # quiet and without a logger: only config.yaml is under test here (the default console: test_entrypoints)
     FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])
-    assert (tmp_path / "runs" / "config.yaml").is_file()
-    FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])  # config.yaml exists: must not abort
+    saved = tmp_path / "runs" / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["trainer"]["max_epochs"] == 1
+    saved.write_text(saved.read_text() + "# the first run's\n")
+    # config.yaml exists: the second run must not abort, and writes its own config over it
+    second = FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false", "--data.batch_size", "16"])
+    assert second.trainer.state.finished and second.trainer.current_epoch == 1
+    written = saved.read_text()
+    assert "# the first run's" not in written and yaml.safe_load(written)["data"]["batch_size"] == 16
 
 
 @pytest.mark.slow
@@ -228,7 +245,7 @@ def test_focal_alpha_forms(value, expected):
         assert parse("--model.focal_alpha", value).model.hparams.focal_alpha == expected
 
 
-def test_lr_find_sets_the_onecycle_peak(tmp_path, capsys):
+def test_lr_find_sets_the_onecycle_peak(tmp_path, capsys, monkeypatch):
     args = [
         "fit",
         "--lr_find",
@@ -238,9 +255,25 @@ def test_lr_find_sets_the_onecycle_peak(tmp_path, capsys):
         "--trainer.default_root_dir",
         str(tmp_path),
     ]
+    from lightning.pytorch.tuner import Tuner
+
+    finders = []
+    original = Tuner.lr_find
+
+    def recording_lr_find(self, *a, **kw):  # Lightning's range test, its result kept for the oracle
+        finders.append(original(self, *a, **kw))
+        return finders[-1]
+
+    monkeypatch.setattr(Tuner, "lr_find", recording_lr_find)
+    # quiet and without a logger: the console of --lr_find is tested in test_entrypoints
     cli = FocalMixCLI(args=args + QUIET + ["--trainer.logger", "false"])
+    (finder,) = finders
+    suggestion = finder.suggestion()
+    assert suggestion is not None
     lr = cli.model.hparams.learning_rate
-    assert lr != 0.0001 and "from the range test" in capsys.readouterr().out
+    assert lr == suggestion  # the range test's suggestion, as is
+    assert f"focalmix: learning rate {lr:.3g} from the range test" in capsys.readouterr().out
+    # and the one-cycle schedule of the fit that followed peaks there
     assert cli.trainer.optimizers[0].param_groups[0]["max_lr"] == pytest.approx(lr)
 
 

@@ -539,20 +539,45 @@ def test_table_arguments_and_from_dataframe(tmp_path):
     )
 
 
-@pytest.mark.parametrize("variant", ["bom", "semicolon", "tab", "pipe", "unicode"])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        "bom",
+        pytest.param(
+            "semicolon",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=AssertionError,
+                reason="src bug: a ';'-separated file with decimal commas (the European spreadsheet export) "
+                "reads its number columns as text, so they become categories",
+            ),
+        ),
+        "tab",
+        "pipe",
+        "unicode",
+    ],
+)
 def test_csv_dialects(tmp_path, variant):
     df = _raw_table(n=40).drop(columns="id")
     sep = {"semicolon": ";", "tab": "\t", "pipe": "|"}.get(variant, ",")
     if variant == "unicode":
         df = df.rename(columns={"num": "größe (cm)", "color": " Farbe ", "gap": "日本"})
+    # ';' goes with decimal commas: how spreadsheets write CSV where the comma is the decimal mark
     text = df.to_csv(index=False, sep=sep, decimal="," if sep == ";" else ".")
     path = tmp_path / "d.csv"
     path.write_bytes(text.encode("utf-8-sig" if variant == "bom" else "utf-8"))
     dm = FocalMixDataModule(str(path))
-    assert dm.feature_names == [c for c in df.columns if c != "label"]
-    if sep != ";":  # decimal commas are read as text by pandas: a categorical column, still no error
-        assert dm.preprocessing["columns"][0]["kind"] == "numeric"
-    assert len(list(dm.train_dataloader())) > 0
+    features = [c for c in df.columns if c != "label"]
+    assert dm.feature_names == features
+    kinds = {c["name"]: c["kind"] for c in dm.preprocessing["columns"]}
+    num, gap = features[0], features[3]
+    assert kinds[num] == kinds[gap] == "numeric"  # numbers, whatever the decimal mark
+    # the numbers themselves: the training rows' encoded values are the file's values
+    dm.setup("fit")
+    x = torch.cat([b["x"] for b in dm.train_dataloader()]).double().numpy()  # (rows, encoded columns)
+    train = df.iloc[np.sort(dm.split_indices["train"])]
+    column = [c["name"] for c in dm.preprocessing["columns"]].index(num)
+    np.testing.assert_allclose(np.sort(x[:, column]), np.sort(train[num].to_numpy()), rtol=1e-6)
 
 
 def test_hostile_files_raise_one_clear_error(tmp_path):

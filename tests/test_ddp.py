@@ -1,15 +1,16 @@
 """Real 2-process DDP on CPU (gloo): the schedule, metrics, early stopping, mixup, predict and resume.
 
-Each run is a subprocess with a timeout (`strategy="ddp"` inside pytest would re-launch pytest itself),
-and DDP has a 60 s collective timeout, so a hang fails instead of blocking CI. Run alone: `pytest -m ddp`.
+Each run is a subprocess (`strategy="ddp"` inside pytest would re-launch pytest itself) in its own
+process group, killed with every rank after a time limit, and DDP has a 60 s collective timeout: a hang
+fails in minutes instead of blocking CI. Run alone: `pytest -m ddp`. `focalmix fit` under DDP and
+torchrun, with the console, logger and report users get, is tested in tests/test_entrypoints.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,22 +23,19 @@ from torch.testing import assert_close
 
 from focalmix import FocalMixClassifier
 from tests import _ddp_run as run
+from tests._run import check_ok, run_command, shared_run
 from tests.conftest import quiet_trainer
 
 pytestmark = pytest.mark.ddp
 SCRIPT = Path(__file__).with_name("_ddp_run.py")
 ROOT = SCRIPT.parents[1]
+HANG = 150
 
 
 def launch(case: str, out: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), case, str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    # 6 epochs of 2 processes take 20-60 s on 2 busy cores; past HANG the whole process tree is killed
+    proc = run_command(
+        [sys.executable, str(SCRIPT), case, str(out)], ROOT, HANG, {"PYTHONWARNINGS": "ignore"}
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"DDP case {case!r} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -59,10 +57,11 @@ def reference_lrs(total: int, max_lr: float) -> list[float]:
     return lrs
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fitted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ddp")
-    launch("fit", out)
+    # once per session, not once per xdist worker that draws a test of this module
+    out, proc = shared_run(tmp_path_factory, "ddp_run_fit", lambda out: launch("fit", out, check=False))
+    check_ok(proc, "DDP case 'fit'")
     return out
 
 
@@ -110,11 +109,11 @@ def test_calibration_is_equal_on_every_rank_and_to_one_process(fitted):
     assert [model.calibration_scale.item(), model.calibration_bias.item()] == r0["calibration"]
 
 
-def test_mixup_differs_across_ranks_and_repeats_for_a_seed(fitted):
+def test_mixup_differs_across_ranks_and_repeats_for_a_seed(fitted, tmp_path):
     r0, r1 = ranks(fitted, "fit")
     assert r0["mixup_seed"] != r1["mixup_seed"] and r0["first_perm"] != r1["first_perm"]
-    launch("seed", fitted)
-    s0, s1 = ranks(fitted, "seed")
+    launch("seed", tmp_path)  # a fresh start in a folder of its own: the shared run stays as it is
+    s0, s1 = ranks(tmp_path, "seed")
     assert (s0["mixup_seed"], s0["first_perm"]) == (r0["mixup_seed"], r0["first_perm"])
     assert (s1["mixup_seed"], s1["first_perm"]) == (r1["mixup_seed"], r1["first_perm"])
 
@@ -130,118 +129,34 @@ def test_predict_writes_every_row_once_in_input_order(fitted, tmp_path):
     )
 
 
-def test_resume_continues_the_schedule(fitted):
-    state = torch.load(fitted / "ckpt" / "last.ckpt", weights_only=True)
-    launch("resume", fitted)
-    r0, r1 = ranks(fitted, "resume")
+def _copy_of_the_run(fitted: Path, tmp_path: Path) -> Path:
+    """The shared run's checkpoints in a folder of this test's own: a resume rewrites last.ckpt, which
+    the other tests read (run in another order or in parallel, they would read the resumed weights)."""
+    shutil.copytree(fitted / "ckpt", tmp_path / "ckpt")
+    return tmp_path
+
+
+def test_resume_continues_the_schedule(fitted, tmp_path):
+    out = _copy_of_the_run(fitted, tmp_path)
+    state = torch.load(out / "ckpt" / "last.ckpt", weights_only=True)
+    launch("resume", out)
+    r0, r1 = ranks(out, "resume")
     fit0 = ranks(fitted, "fit")[0]
     expected = reference_lrs(fit0["total_steps"], fit0["max_lr"])
     step = state["global_step"]
     assert r0["lrs"] == r1["lrs"] and len(r0["lrs"]) > 0
     assert_close(r0["lrs"], expected[step : step + len(r0["lrs"])])  # no restarted warmup
     assert r0["last_epoch"] == r0["global_step"] <= fit0["total_steps"]
+    # the shared run's checkpoint is untouched
+    assert torch.load(fitted / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == step
 
 
-def test_resume_with_a_longer_horizon_stops_with_an_explanation(fitted):
-    proc = launch("resume_longer", fitted, check=False)
+def test_resume_with_a_longer_horizon_stops_with_an_explanation(fitted, tmp_path):
+    out = _copy_of_the_run(fitted, tmp_path)
+    proc = launch("resume_longer", out, check=False)
     assert proc.returncode != 0
     assert "cannot be stretched" in proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-CLI_ARGS = [
-    "--data.source",
-    "synthetic",
-    "--data.synthetic_rows",
-    "200",
-    "--data.synthetic_features",
-    "6",
-    "--trainer.max_epochs",
-    "2",
-    "--trainer.accelerator",
-    "cpu",
-    "--trainer.strategy",
-    "ddp",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.logger",
-    "false",
-    "--seed_everything",
-    "1",
-]
-
-
-def test_focalmix_fit_launches_two_processes(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "focalmix",
-            "fit",
-            *CLI_ARGS,
-            "--trainer.devices",
-            "2",
-            "--checkpoint.dirpath",
-            str(tmp_path / "ckpt"),
-            "--verbose",  # Lightning's own lines say how many processes registered
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (
-        "distributed_backend=gloo" in proc.stderr + proc.stdout
-        and "All distributed processes registered" in (proc.stderr + proc.stdout)
-    )
-    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
-
-
-def test_torchrun_two_nodes_on_loopback(tmp_path):
-    port = _free_port()
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "2",
-        "--nproc-per-node",
-        "1",
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{port}",
-        "-m",
-        "focalmix",
-        "fit",
-        *CLI_ARGS,
-        "--trainer.num_nodes",
-        "2",
-        "--trainer.devices",
-        "1",
-        "--checkpoint.dirpath",
-        str(tmp_path / "ckpt"),
-    ]
-    nodes = [
-        subprocess.Popen(
-            cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(2)
-    ]
-    try:
-        logs = [node.communicate(timeout=240)[0] for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
-    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-3000:] for log in logs)
-    assert any("GLOBAL_RANK: 1" in log or "rank: 1" in log.lower() for log in logs) or len(logs) == 2
-    assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+# `focalmix fit` with 2 processes and with torchrun: tests/test_entrypoints.py, with the default console
+# (the tests here once turned the logger and progress bar off, and missed a hang in the console).
