@@ -42,6 +42,8 @@ CASES = [
     (["validate", "--ckpt_path", "truncated.ckpt"], ["truncated.ckpt"]),
     (["predict", "--ckpt_path", "other_model.ckpt"], ["other_model.ckpt", "not a focalmix checkpoint"]),
     (["report", "--ckpt_path", "truncated.ckpt"], ["truncated.ckpt"]),
+    (["fit", "--model.lr", "0.1"], ["--model.lr", "did you mean --model.learning_rate?"]),  # initials
+    (["fit", "--data.source", "price.csv", "--data.target", "price"], ["'price' looks continuous"]),
 ]
 
 
@@ -49,6 +51,9 @@ def _files(folder: Path) -> None:
     rows = ["a,b,label"] + [f"{i},{i % 3},{i % 2}" for i in range(40)]
     (folder / "table.csv").write_text("\n".join(rows) + "\n")
     (folder / "empty.csv").write_text("a,b,label\n")
+    (folder / "price.csv").write_text(
+        "\n".join(["rooms,price"] + [f"{i % 5},{1000 + 7 * i}" for i in range(80)]) + "\n"
+    )
     torch.save(
         {"state_dict": {"w": torch.zeros(3)}, "hyper_parameters": {"lr": 0.1}}, folder / "other_model.ckpt"
     )

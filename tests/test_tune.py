@@ -25,7 +25,9 @@ from focalmix.tune import (
     valid_parameters,
 )
 
-# 200 synthetic rows, a small MLP, 3 epochs: a trial takes about a second on one core.
+# 200 synthetic rows, a small MLP, 3 epochs: a trial takes about a second on one core. No logger and no
+# progress bar: these tests are about the study (pruning, outputs, workers), run in-process many times;
+# `focalmix tune` with the defaults a user gets: tests/test_entrypoints.py::test_tune_two_trials_...
 FIT = ["--data.source", "synthetic", "--data.synthetic_rows", "200", "--data.synthetic_features", "8",
        "--model.hidden_sizes", "[32]", "--trainer.max_epochs", "3", "--trainer.logger", "false",
        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

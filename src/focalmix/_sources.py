@@ -32,6 +32,30 @@ SUPPORTED = (
 )
 _CHUNK_ELEMENTS = 1 << 22  # values per chunk when scanning (32 MB of float64)
 _SNIFF_BYTES = 16 * 1024  # of a CSV's head, to find its delimiter and header
+# A numeric target with more distinct values than this (and than 5% of its rows) is a quantity, not classes.
+CONTINUOUS_VALUES, CONTINUOUS_SHARE = 50, 0.05
+_LISTED = 8  # items of a long list that an error message shows
+
+
+def short_list(items: Sequence[Any] | dict, limit: int = _LISTED) -> str:
+    """A list (or ``{name: count}`` mapping) for a one-line message: the first ``limit`` items, then a count.
+
+    Example:
+        >>> short_list(["a", "b", "c"], limit=2), short_list({"x": 3, "y": 1})
+        ("['a', 'b', ... 1 more]", "{'x': 3, 'y': 1}")
+    """
+    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    shown = pairs[:limit]
+    more = f", ... {len(pairs) - limit} more" if len(pairs) > limit else ""
+    if isinstance(items, dict):
+        return f"{{{', '.join(f'{_brief(k)}: {_brief(v)}' for k, v in shown)}{more}}}"
+    return f"[{', '.join(_brief(v) for v in shown)}{more}]"
+
+
+def _brief(value: Any, width: int = 40) -> str:
+    """``repr(value)``, a long one cut in the middle (a column name can be a sentence)."""
+    text = repr(value)
+    return text if len(text) <= width else f"{text[: width - 13]}...{text[-10:]}"
 
 
 @dataclass
@@ -182,7 +206,8 @@ def load_source(
         with np.load(path) as npz:
             if "x" not in npz.files:
                 raise ValueError(
-                    f"{path.name} has no array 'x'; arrays are {npz.files}. Save np.savez(f, x=, y=)."
+                    f"{path.name} has no array 'x'; arrays are {short_list(npz.files)}. "
+                    "Save np.savez(f, x=, y=)."
                 )
             y = npz["y"] if "y" in npz.files else None
             return _checked(RawData(npz["x"], y, None, path.name), need_labels)
@@ -266,8 +291,8 @@ def read_table(path: Path) -> pd.DataFrame:
             raise
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError and others on a damaged file
             raise ValueError(
-                f"could not read {path.name} as Parquet ({type(e).__name__}: {e}); the file may be "
-                "truncated or not Parquet: re-create it."
+                f"could not read {path.name} as Parquet ({type(e).__name__}: {str(e)[:120]}); the file "
+                "may be truncated or not Parquet: re-create it."
             ) from e
     if len(df) == 0:
         raise ValueError(f"{path.name} is empty (no rows); check the file, it needs a header and data rows.")
@@ -331,13 +356,13 @@ def _check_names(names: list[str], name: str) -> None:
     empty = [i + 1 for i, n in enumerate(names) if n == "" or n.startswith("Unnamed: ")]
     if empty:
         raise ValueError(
-            f"columns {empty} (1-based) of {name} have no name; name them in the header, or, for an index "
-            "saved by pandas, re-save with `to_csv(..., index=False)`."
+            f"columns {short_list(empty)} (1-based) of {name} have no name; name them in the header, or, "
+            "for an index saved by pandas, re-save with `to_csv(..., index=False)`."
         )
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ValueError(
-            f"column names {dup} appear more than once in {name}; give each column its own name."
+            f"column names {short_list(dup)} appear more than once in {name}; give each column its own name."
         )
 
 
@@ -371,13 +396,23 @@ def _load_table(
     missing_t = [t for t in targets if t not in cols]
     if missing_t and (need_labels or len(missing_t) < len(targets)):
         raise ValueError(
-            f"target column(s) {missing_t} not found in {path.name}; columns are: {cols}. Set `target`."
+            f"target column(s) {short_list(missing_t)} not found in {path.name}; columns are: "
+            f"{short_list(cols)}. Set `target`."
         )
     y = None
     if not missing_t:
         y = df[targets[0]].to_numpy() if isinstance(target, str) else df[targets].to_numpy()
+        if isinstance(target, str) and expected is None:  # the training file: name the column
+            check_not_continuous(_integral(y), f"target {target!r}")
     labels = targets if not isinstance(target, str) else None
     return table_source(df, y, path.name, feature_columns, need_labels, expected, keys, targets, labels)
+
+
+def _integral(y: np.ndarray) -> np.ndarray:
+    """Numeric labels without NaN (as :func:`clean_labels` leaves them), for the continuity check."""
+    if y.dtype.kind == "f":
+        return y[~np.isnan(y)]
+    return y
 
 
 def table_source(
@@ -399,18 +434,18 @@ def table_source(
         absent = [c for c in [*ids, *drops, *(feature_columns or [])] if c not in cols]
         if absent:
             raise ValueError(
-                f"columns {absent} (of `feature_columns`/`id_columns`/`drop_columns`) not found in "
-                f"{name}; columns are: {cols}."
+                f"columns {short_list(absent)} (of `feature_columns`/`id_columns`/`drop_columns`) not found "
+                f"in {name}; columns are: {short_list(cols)}."
             )
         feats = list(feature_columns) if feature_columns else [c for c in cols if c not in not_features]
     else:
         feats = _secondary_features(cols, expected, not_features, feature_columns is None, name)
         absent_ids = [c for c in ids if c not in cols]
         if absent_ids and not need_labels:
-            _warn(f"{name} has no id columns {absent_ids}; the predictions will not carry them.")
+            _warn(f"{name} has no id columns {short_list(absent_ids)}; the predictions will not carry them.")
     if not feats:
         raise ValueError(
-            f"{name} has no feature columns besides the target {list(targets)} and id/drop columns."
+            f"{name} has no feature columns besides the target {short_list(targets)} and id/drop columns."
         )
     kept = [c for c in ids if c in cols]
     raw = RawData(
@@ -432,8 +467,8 @@ def numeric_matrix(frame: pd.DataFrame, name: str) -> np.ndarray:
     bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c]) or frame[c].dtype == bool]
     if bad:
         raise ValueError(
-            f"non-numeric feature columns {bad} in {name}; the training data was not a table, so every "
-            "feature must be a number here."
+            f"non-numeric feature columns {short_list(bad)} in {name}; the training data was not a table, "
+            "so every feature must be a number here."
         )
     return frame.to_numpy(dtype=np.float32)
 
@@ -445,15 +480,15 @@ def _secondary_features(
     absent = [c for c in expected if c not in cols]
     extra = [c for c in cols if c not in expected and c not in not_features]
     if absent:
-        renamed = f"; it has other columns {extra} (renamed?)" if extra else ""
+        renamed = f"; it has other columns {short_list(extra)} (renamed?)" if extra else ""
         raise ValueError(
-            f"{name} lacks feature columns {absent} that the model was trained on{renamed}. Add them (empty "
-            f"where unknown); training's feature columns are {expected}."
+            f"{name} lacks feature columns {short_list(absent)} that the model was trained on{renamed}. Add "
+            f"them (empty where unknown); training's feature columns are {short_list(expected)}."
         )
     if extra and warn_extra:
         _warn(
-            f"{name}: ignoring columns {extra}, which are not features of the model (name keys in "
-            "`id_columns` to carry them into the predictions)."
+            f"{name}: ignoring columns {short_list(extra)}, which are not features of the model (name keys "
+            "in `id_columns` to carry them into the predictions)."
         )
     return list(expected)
 
@@ -484,21 +519,75 @@ def clean_labels(y: np.ndarray, name: str) -> np.ndarray:
 def class_coding(
     y: np.ndarray, positive_class: int | str | None, name: str
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Sorted raw classes, the map raw class index -> coded class, and the class names.
+    """Sorted raw classes, the map raw class index -> coded class, and the class names (by code).
 
-    Plain labels code as their sorted position; ``positive_class`` makes one-vs-rest codes with names
-    ``["not_<k>", "<k>"]``, so the positive class is still ``class_names[1]``.
+    Plain labels code as their sorted position (ints numerically, strings alphabetically), except two text
+    labels: the minority class (fewer rows in ``y``) becomes code 1, the positive class, so precision,
+    recall and the threshold are about the rare class; on a tie the label that sorts last is positive.
+    Numeric (and boolean, and number-like text) labels keep the larger as positive: 0/1 means 1.
+    ``positive_class=k`` makes ``k`` positive: with two classes the other keeps its name, with more the task
+    is one-vs-rest with names ``["not_<k>", "<k>"]``. The positive class is always ``class_names[1]``.
+
+    Raises:
+        ValueError: ``positive_class`` is not a label, or numeric labels look continuous.
+
+    Example:
+        >>> raw, code_of, names = class_coding(np.array(["good", "bad", "good"]), None, "t")
+        >>> raw.tolist(), code_of.tolist(), names
+        (['bad', 'good'], [1, 0], ['good', 'bad'])
     """
-    raw_classes = np.unique(y)
+    raw_classes, counts = np.unique(y, return_counts=True)
+    check_not_continuous(y, f"the labels of {name}", raw_classes)
     if positive_class is None:
-        return raw_classes, np.arange(len(raw_classes)), [str(c) for c in raw_classes]
-    code_of = (raw_classes.astype(str) == str(positive_class)).astype(np.int64)
-    if not code_of.any():
+        code_of = np.arange(len(raw_classes))
+        if len(raw_classes) == 2 and _is_text(raw_classes) and counts[0] < counts[1]:
+            code_of = np.array([1, 0])  # the minority sorts first: make it positive
+    else:
+        code_of = (raw_classes.astype(str) == str(positive_class)).astype(np.int64)
+        if not code_of.any():
+            raise ValueError(
+                f"`positive_class`={positive_class!r} is not a label of {name}; "
+                f"labels are {short_list(raw_classes.tolist())}."
+            )
+        if len(raw_classes) != 2:
+            return raw_classes, code_of, [f"not_{positive_class}", str(positive_class)]
+    names = [""] * len(raw_classes)
+    for raw, code in zip(raw_classes, code_of, strict=True):
+        names[code] = str(raw)
+    return raw_classes, code_of, names
+
+
+def _is_text(classes: np.ndarray) -> bool:
+    """Labels that are words: text that does not read as numbers ("0"/"1" keep the numeric rule)."""
+    if classes.dtype.kind not in "USO":
+        return False
+    try:
+        [float(c) for c in classes]
+    except (TypeError, ValueError):
+        return True
+    return False
+
+
+def check_not_continuous(y: np.ndarray, what: str, classes: np.ndarray | None = None) -> None:
+    """Refuse numeric labels with many distinct values: a quantity to regress (or bin), not classes.
+
+    More than 50 distinct values that are also more than 5% of the rows; booleans and text never are.
+
+    Example:
+        >>> check_not_continuous(np.arange(200.0), "target 'price'")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: target 'price' looks continuous (200 distinct values in 200 rows); focalmix ...
+    """
+    y = np.asarray(y)
+    if y.ndim != 1 or y.dtype.kind not in "iuf":
+        return
+    n_values = len(np.unique(y) if classes is None else classes)
+    if n_values > CONTINUOUS_VALUES and n_values > CONTINUOUS_SHARE * len(y):
         raise ValueError(
-            f"`positive_class`={positive_class!r} is not a label of {name}; "
-            f"labels are {raw_classes.tolist()}."
+            f"{what} looks continuous ({n_values:,} distinct values in {len(y):,} rows); focalmix "
+            "classifies: bin it into classes first (e.g. pandas.qcut) or pick a class column as the target."
         )
-    return raw_classes, code_of, [f"not_{positive_class}", str(positive_class)]
 
 
 def encode_labels(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
@@ -509,8 +598,9 @@ def encode_labels(y: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
     unseen = classes[idx] != y
     if unseen.any():
         raise ValueError(
-            f"{name} has labels never seen in training: {np.unique(y[unseen]).tolist()}; training "
-            f"classes are {classes.tolist()}. Remove those rows or add them to the training data."
+            f"{name} has labels never seen in training: {short_list(np.unique(y[unseen]).tolist())}; "
+            f"training classes are {short_list(classes.tolist())}. Remove those rows or add them to the "
+            "training data."
         )
     return idx.astype(np.int64)
 
@@ -530,7 +620,7 @@ def single_label_task(counts: np.ndarray, names: list[str], task: str | None, na
     task = task or ("binary" if len(names) == 2 else "multiclass")
     if task == "binary" and len(names) > 2:
         raise ValueError(
-            f"task='binary' but {name} has {len(names)} classes {names}; use "
+            f"task='binary' but {name} has {len(names)} classes {short_list(names)}; use "
             "task='multiclass', or positive_class=<label> for a one-vs-rest binary task."
         )
     return task
@@ -542,11 +632,18 @@ def train_class_counts(train_codes: np.ndarray, counts: np.ndarray, names: list[
     if (train_counts == 0).any():
         empty = [n for n, c in zip(names, train_counts, strict=True) if c == 0]
         raise ValueError(
-            f"classes {empty} have no training rows after the split; class counts are "
-            f"{dict(zip(names, counts.tolist(), strict=True))}. Lower `val_fraction`/`test_fraction` "
-            "or add data."
+            f"classes {short_list(empty)} have no training rows after the split; class counts are "
+            f"{_smallest(names, counts)}. Lower `val_fraction`/`test_fraction` or add data."
         )
     return train_counts
+
+
+def _smallest(names: list[str], counts: np.ndarray) -> str:
+    """Class counts for a message: all in class order, or, when there are many, the three smallest."""
+    if len(names) <= _LISTED:
+        return short_list({names[i]: int(counts[i]) for i in range(len(names))})
+    order = np.argsort(counts, kind="stable")
+    return short_list({names[i]: int(counts[i]) for i in order}, limit=3)
 
 
 def check_multilabel(y: np.ndarray, name: str) -> np.ndarray:
@@ -571,11 +668,13 @@ def split_indices(
         n_kept = len(rest) - n_part
         k = int((counts > 0).sum())
         if counts[counts > 0].min() < 2 or n_part < k or n_kept < k:
+            fix = "Lower `val_fraction`/`test_fraction`, add data, or pass `val_source`/`test_source`."
+            if k > _LISTED:  # many classes: the rare ones are the problem (and the line stays short)
+                fix = "Merge or drop rare classes, or pass `val_source`."
             raise ValueError(
                 f"cannot split {len(rest)} rows into a stratified {part} split of {n_part} and {n_kept} "
                 f"others: every class needs >= 2 rows and each split >= {k} rows (one per class); class "
-                f"counts are {dict(zip(class_names, counts.tolist(), strict=True))}. Lower `val_fraction`/"
-                "`test_fraction`, add data, or pass `val_source`/`test_source`."
+                f"counts are {_smallest(class_names, counts)}. {fix}"
             )
         rest, out[part] = _stratified_take(rest, strata[rest], counts, n_part, rng)
     out["train"] = rest
@@ -644,7 +743,7 @@ def scan(
         mean, m2, n = mean + delta * (nb / total), m2 + m2b + delta**2 * (n * nb / total), total
     if bad_rows:
         cols = np.flatnonzero(bad_feats).tolist()
-        where = f" in columns {[names[i] for i in cols] if names else cols}" if cols else ""
+        where = f" in columns {short_list([names[i] for i in cols] if names else cols)}" if cols else ""
         raise ValueError(
             f"NaN or infinite feature values in {name}{where}: {bad_rows} rows. Drop or impute them first."
         )

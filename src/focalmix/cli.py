@@ -34,6 +34,7 @@ from focalmix._cli_text import (
     expand_args,
     parse_error_message,
     preset_path,
+    top_help,
 )
 from focalmix.callbacks import PredictionWriter
 from focalmix.console import (
@@ -240,6 +241,9 @@ class FocalMixCLI(LightningCLI):
                 "train it again with this version of focalmix",
             )
         update["data"]["preprocessing"] = spec
+        positive = _checkpoint_positive(ckpt, data_hparams)
+        if positive is not None and current.get("positive_class") == defaults.get("positive_class"):
+            update["data"]["positive_class"] = positive
         try:
             self.config = self.parser.parse_object({subcommand: update}, self.config)
         except ArgumentError as exc:
@@ -403,7 +407,7 @@ class FocalMixCLI(LightningCLI):
             trainer.test(self.model, datamodule=data, ckpt_path=best or None, verbose=self.verbose)
             columns["test"] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         if trainer.is_global_zero:
-            print(_fit_summary(run, best, columns))
+            print(_fit_summary(run, best, columns, _positive(data)))
             if self.config["fit"].get("report", True) and best:
                 self._write_report(Path(run_folder(trainer)) / "report")
             print(f"focalmix: run folder {run_folder(trainer)}")
@@ -458,7 +462,7 @@ class FocalMixCLI(LightningCLI):
             return  # Lightning printed its own table
         values = {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{prefix}/")}
         print(f"focalmix: {self.config[self.subcommand]['ckpt_path']} scored on the {heading}:")
-        print(metrics_table({prefix: values}))
+        print(metrics_table({prefix: values}, _positive(self.datamodule)))
 
 
 class _ReportCLI(FocalMixCLI):
@@ -570,7 +574,30 @@ def _preemption_callback() -> Any:
     return PreemptionCheckpoint()
 
 
-def _fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]]) -> str:
+def _positive(datamodule: Any) -> str | None:
+    """A binary task's positive class (``class_names[1]``), for the result tables' header; else None."""
+    try:
+        return str(datamodule.class_names[1]) if datamodule.task == "binary" else None
+    except (AttributeError, IndexError, TypeError):
+        return None
+
+
+def _checkpoint_positive(ckpt: dict[str, Any], data_hparams: dict[str, Any]) -> str | None:
+    """The positive class a binary checkpoint was trained with, when its data settings did not name one.
+
+    Checkpoints from before text labels took the minority class as positive coded the label sorting last
+    as 1: the weights predict that class, so the data is coded as they were trained.
+    """
+    hparams = ckpt["hyper_parameters"]
+    names = hparams.get("class_names")
+    if hparams.get("task") != "binary" or data_hparams.get("positive_class") is not None:
+        return None
+    if not isinstance(names, list) or len(names) != 2 or str(names[0]) == f"not_{names[1]}":
+        return None
+    return str(names[1])
+
+
+def _fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]], positive: str | None = None) -> str:
     if best:
         epoch = torch.load(best, weights_only=True, map_location="cpu").get("epoch", 0)
         head = f"focalmix: best checkpoint: epoch {epoch + 1} ({run}), {best}"
@@ -578,7 +605,7 @@ def _fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]]) -> str
         head = f"focalmix: no best checkpoint (nothing monitored); last epoch's metrics ({run})"
     if "test" not in columns:
         head += "\n(no test split: add --data.test_fraction 0.2 or --data.test_source FILE for test metrics)"
-    return f"{head}\n{metrics_table(columns)}"
+    return f"{head}\n{metrics_table(columns, positive)}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -627,6 +654,9 @@ def _name_flags(message: str, group: str | None, cli: FocalMixCLI) -> str:
 def _help(cli: FocalMixCLI, argv: list[str]) -> None:
     """``--help``: the recipe's flags, one line each; ``--help_all``: jsonargparse's full help, plain text."""
     sub = next((a for a in argv if not a.startswith("-")), None)
+    if sub is None and ("-h" in argv or "--help" in argv):  # every command, report/tune/export too
+        print(top_help())
+        raise SystemExit(0)
     if sub not in cli.subcommands():
         return
     parser = cli._parser(sub)

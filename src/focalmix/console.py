@@ -196,7 +196,7 @@ class ConsoleSummary(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit" and trainer.is_global_zero and trainer.datamodule is not None:
-            for line in data_summary(trainer.datamodule):
+            for line in data_summary(trainer.datamodule, pl_module):
                 print(line)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -229,13 +229,31 @@ def run_folder(trainer: pl.Trainer) -> str:
     return str(trainer.default_root_dir)
 
 
-def data_summary(datamodule: Any) -> list[str]:
-    """Lines describing the fit's data: source, task, features, rows per split, training class balance."""
+def data_summary(datamodule: Any, model: Any = None) -> list[str]:
+    """Lines describing the fit's data: source, task, features, rows per split, training class balance.
+
+    Binary tasks name the positive class; multiclass tasks with a class under 10% of the training rows get
+    a hint towards ``--model.focal_alpha auto`` unless ``model`` (the module, optional) already weights
+    classes or the data is sampled balanced. A datamodule's optional ``summary_lines()`` hook adds lines
+    of its own (e.g. a media source and its feature cache), any datamodule's.
+    """
+    lines = _focalmix_data_lines(datamodule, model)
+    hook = getattr(datamodule, "summary_lines", None)
+    if callable(hook):
+        lines += [ln if ln.startswith("focalmix") else f"focalmix: {ln}" for ln in hook() or []]
+    return lines
+
+
+_SHOWN_CLASSES = 8  # classes listed on the class-balance line; the rest are counted
+SMALL_CLASS = 0.10  # a multiclass class under this share of the training rows gets the focal_alpha hint
+
+
+def _focalmix_data_lines(datamodule: Any, model: Any) -> list[str]:
     try:
         splits = {k: len(v) for k, v in datamodule.split_indices.items()}
         counts = list(datamodule.class_counts)
         names = list(datamodule.class_names)
-        source = datamodule.source
+        source, task = datamodule.source, datamodule.task
     except (AttributeError, TypeError):  # a datamodule other than ours
         return []
     if datamodule.test_source is not None:
@@ -246,13 +264,48 @@ def data_summary(datamodule: Any) -> list[str]:
         test = "no test split"
     rows = f"train {splits.get('train', 0)}, val {splits.get('val', 0)}, {test}"
     total = splits.get("train", 0) or 1
-    kind = "positives per label" if datamodule.task == "multilabel" else "training rows"
-    balance = ", ".join(f"{n} {c} ({100 * c / total:.1f}%)" for n, c in zip(names, counts, strict=False))
-    return [
-        f"focalmix: data {source}: {datamodule.task}, {datamodule.num_features} features,"
-        f" {len(names)} classes; rows: {rows}",
+    kind = "positives per label" if task == "multilabel" else "training rows"
+    shares = [(str(n), c, 100 * c / total) for n, c in zip(names, counts, strict=False)]
+    balance = ", ".join(f"{n} {c} ({pct:.1f}%)" for n, c, pct in shares[:_SHOWN_CLASSES])
+    if len(shares) > _SHOWN_CLASSES:
+        balance += f", ... {len(shares) - _SHOWN_CLASSES} more"
+    width = getattr(datamodule, "num_features", None)
+    features = f" {width} features," if width is not None else ""  # media: the backbone's input
+    lines = [
+        f"focalmix: data {source}: {task},{features} {len(names)} classes; rows: {rows}",
         f"focalmix: class balance ({kind}): {balance}",
     ]
+    if task == "binary" and len(shares) == 2:
+        lines.append(
+            f"focalmix: positive class: {shares[1][0]} ({shares[1][2]:.1f}% of training rows); precision,"
+            " recall, F1 and the threshold are about it (--data.positive_class LABEL picks another)"
+        )
+    alpha = _focal_alpha(model)
+    if task == "multiclass" and not (getattr(datamodule, "balanced_sampling", False) or alpha is None):
+        small = sorted((s for s in shares if s[2] < 100 * SMALL_CLASS), key=lambda s: s[2])
+        if small:
+            which = ", ".join(f"{n} ({pct:.1f}%)" for n, _, pct in small[:3])
+            which += f", ... {len(small) - 3} more" if len(small) > 3 else ""
+            kind = _plural(len(small), "class", "classes")
+            lines.append(
+                f"focalmix: hint: small {kind} {which}: with equal class weights (focal_alpha {alpha}) a"
+                " small class may never be predicted; try --model.focal_alpha auto"
+                " (or --data.balanced_sampling true)"
+            )
+    return lines
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return one if n == 1 else many
+
+
+def _focal_alpha(model: Any) -> Any:
+    """The model's scalar ``focal_alpha`` (one weight for every class), or None when it weights classes."""
+    hparams = getattr(model, "hparams", None)
+    alpha = hparams.get("focal_alpha", 0.5) if hparams is not None else 0.5
+    if alpha == "auto" or isinstance(alpha, list | tuple):
+        return None
+    return "null" if alpha is None else alpha  # null: no weighting, equal weights too
 
 
 # Rows of the result tables, in order, with the names the module logs (`val/<name>`, `test/<name>`).
@@ -268,31 +321,44 @@ _ROWS = (
     "recall",
     "f1",
     "fpr",
+    "frr",  # wake words: false-reject rate and false accepts per hour of background at the threshold
+    "fa_per_hour",
     "acc",
 )
 
 
-def metrics_table(columns: Mapping[str, Mapping[str, Any]]) -> str:
+def metrics_table(columns: Mapping[str, Mapping[str, Any]], positive: str | None = None) -> str:
     """A compact table: one row per metric, one column per split (``{"val": {"val/auroc": 0.9}, ...}``).
+
+    Per-class rows (``recall/<class>``, multiclass) follow the others. ``positive``: a binary task's
+    positive class, named on a line heading the table (the columns stay one word each, for parsers).
 
     Example:
         >>> val, test = {"val/loss": 0.0412, "val/auroc": 0.99}, {"test/loss": 0.05}
-        >>> print(metrics_table({"val": val, "test": test}))
+        >>> print(metrics_table({"val": val, "test": test}, positive="bad"))
+        (positive class: bad; precision, recall, F1, FPR and the threshold are about it)
         metric            val       test
         loss              0.0412    0.05
         auroc             0.99      -
     """
-    names = []
+    names: list[str] = []
     for prefix, values in columns.items():
         for key in values:
             name = key.split("/", 1)[1] if key.startswith(f"{prefix}/") else None
-            if name is not None and name not in names and name in _ROWS:
+            if name is not None and name not in names and (name in _ROWS or name.startswith("recall/")):
                 names.append(name)
-    names.sort(key=_ROWS.index)
-    lines = ["metric".ljust(18) + "".join(c.ljust(10) for c in columns).rstrip()]
+    order = {name: i for i, name in enumerate(names)}
+    names.sort(key=lambda n: (_ROWS.index(n), 0) if n in _ROWS else (len(_ROWS), order[n]))
+    width = max([18, *(len(n) + 2 for n in names)])
+    lines = (
+        []
+        if positive is None
+        else [f"(positive class: {positive}; precision, recall, F1, FPR and the threshold are about it)"]
+    )
+    lines.append(("metric".ljust(width) + "".join(c.ljust(10) for c in columns)).rstrip())
     for name in names:
         cells = [_fmt(v[f"{p}/{name}"]) if f"{p}/{name}" in v else "-" for p, v in columns.items()]
-        lines.append(name.ljust(18) + "".join(c.ljust(10) for c in cells).rstrip())
+        lines.append(name.ljust(width) + "".join(c.ljust(10) for c in cells).rstrip())
     return "\n".join(lines)
 
 

@@ -78,8 +78,10 @@ class FocalMixDataModule(pl.LightningDataModule):
     Labels may be ints or strings; ``class_names`` are the training classes sorted (ints numerically,
     strings alphabetically), ``task`` is ``"multilabel"`` for a list ``target``, else ``"binary"`` for
     two classes and ``"multiclass"`` for more. Binary: ``num_classes == 2`` and the positive class
-    (label 1.0) is ``class_names[1]``, the larger after sorting; ``positive_class=k`` instead makes
-    ``k`` the positive class of a one-vs-rest task with ``class_names == ["not_k", "k"]``.
+    (label 1.0) is ``class_names[1]``: for two text labels the minority class (``"bad"`` of 28% bad
+    loans; on a tie the label sorting last), for numbers the larger (1 of 0/1). ``positive_class=k``
+    picks ``k`` instead: with two classes the other keeps its name, with more ``k`` is the positive class
+    of a one-vs-rest task with ``class_names == ["not_k", "k"]``.
 
     Tables may hold text/boolean/categorical columns and gaps: a :attr:`preprocessing` spec fitted on the
     training split codes categories (unseen: "unknown") and keeps NaN for the model to impute. Val/test/
@@ -103,7 +105,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         target: label column of tables, default ``"label"``; a list of 0/1 columns means multilabel.
         feature_columns: table columns used as features, in order; default None: all but the target.
         task: force ``"binary"``, ``"multiclass"`` or ``"multilabel"``; default None: inferred.
-        positive_class: a label (e.g. a digit) to make a one-vs-rest binary task; default None.
+        positive_class: the positive class of a binary task, or a label (e.g. a digit) to make a
+            one-vs-rest binary task; default None: the minority of two text labels, else the larger label.
         val_fraction: share of ``source`` held out for validation, in [0, 1), default 0.2.
         test_fraction: share of ``source`` held out for testing, in [0, 1), default 0.0.
         seed: seed (>= 0) of the split, the synthetic data and the balanced sampler; default 42.
@@ -588,7 +591,9 @@ class FocalMixDataModule(pl.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        """Sorted training classes (binary: ``class_names[1]`` is positive); multilabel: target columns."""
+        """Training classes by code: sorted, except binary, where ``class_names[1]`` is the positive class.
+
+        Multilabel: the target columns."""
         return list(self._prepare().class_names)
 
     @property

@@ -2,12 +2,15 @@
 
 The module gathers the epoch's logits and targets with torchmetrics' ``CatMetric`` (so under DDP every
 rank holds every row exactly once), fits the post-hoc calibration on them, and then calls
-:func:`epoch_metrics` here: AUROC, AP, ECE (calibrated and not), Brier score and, for binary tasks, the
-confusion rates at the decision threshold. Everything torchmetrics has comes from torchmetrics'
-functional API; what it lacks (the Brier score, counts on a threshold grid) is a few lines below.
+:func:`epoch_metrics` here: AUROC, AP, ECE (calibrated and not), Brier score, for multiclass tasks each
+class's recall and, for binary tasks, the confusion rates at the decision threshold. Everything
+torchmetrics has comes from torchmetrics' functional API; what it lacks (the Brier score, counts on a
+threshold grid) is a few lines below.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -116,10 +119,36 @@ def ranking_metrics(probs: Tensor, target: Tensor, task: str, num_classes: int) 
     }
 
 
+def per_class_recall(probs: Tensor, target: Tensor, num_classes: int, class_names=None) -> dict[str, Tensor]:
+    """Recall of each class at the argmax decision, ``{"recall/<class>": value}`` (multiclass).
+
+    Macro scores hide a class that is never predicted; its recall of 0 does not. From torchmetrics'
+    ``MulticlassRecall(average=None)`` (a class without rows scores 0).
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+        >>> {k: round(v.item(), 2) for k, v in per_class_recall(p, torch.tensor([0, 1, 2]), 3, "abc").items()}
+        {'recall/a': 1.0, 'recall/b': 1.0, 'recall/c': 0.0}
+    """
+    names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"`class_names` must name {num_classes} classes, got {len(names)}.")
+    values = tmf.multiclass_recall(probs, target.long(), num_classes, average=None)  # (C,)
+    return {f"recall/{name}": values[c] for c, name in enumerate(names)}
+
+
 def epoch_metrics(
-    probs: Tensor, probs_uncalibrated: Tensor, target: Tensor, task: str, num_classes: int
+    probs: Tensor,
+    probs_uncalibrated: Tensor,
+    target: Tensor,
+    task: str,
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Tensor]:
     """Every probability metric of one epoch: ranking, ECE before/after calibration and Brier score.
+
+    Multiclass tasks also get each class's recall (``recall/<class>``), so a class the model never predicts
+    shows as a 0 rather than vanishing into a macro average.
 
     Args:
         probs: calibrated probabilities, (N,) binary or (N, C).
@@ -127,6 +156,7 @@ def epoch_metrics(
         target: (N,) 0/1 or class indices, or (N, C) 0/1 for multilabel.
         task: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
         num_classes: classes (binary: 2) or labels.
+        class_names: names for the per-class keys (multiclass); default None: ``0 .. C-1``.
 
     Example:
         >>> p = torch.tensor([0.1, 0.4, 0.35, 0.8])
@@ -138,4 +168,6 @@ def epoch_metrics(
     out["ece"] = calibration_error(probs, target, task, num_classes)
     out["ece_uncalibrated"] = calibration_error(probs_uncalibrated, target, task, num_classes)
     out["brier"] = brier_score(probs, target, task)
+    if task == "multiclass":
+        out.update(per_class_recall(probs, target, num_classes, class_names))
     return out

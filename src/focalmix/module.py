@@ -158,7 +158,9 @@ class FocalMixClassifier(pl.LightningModule):
             num_features, input_shape = self.encoder.out_features, (self.encoder.out_features,)
         self.backbone = build_backbone(backbone, num_features, hidden_sizes)
         dry_run_shape = input_shape or ((num_features,) if num_features else None)
-        width = backbone_features or feature_size(self.backbone, dry_run_shape)
+        width = backbone_features or feature_size(
+            self.backbone, dry_run_shape, table=self.encoder is not None
+        )
         out = 1 if task == "binary" else num_classes
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, out))
         if self._backbone_frozen():
@@ -365,7 +367,9 @@ class FocalMixClassifier(pl.LightningModule):
         if stage == "val" and self._fitting():
             self._fit_calibration(logits, target)
         probs = self._to_probs(self.calibrate_logits(logits))
-        values = fm_metrics.epoch_metrics(probs, self._to_probs(logits), target, task, num_classes)
+        names = self.hparams.get("class_names")
+        names = names if names is not None and len(names) == num_classes else None
+        values = fm_metrics.epoch_metrics(probs, self._to_probs(logits), target, task, num_classes, names)
         if task == "binary":
             values.update(self._threshold_metrics(stage, probs, target))
         # Computed from states synced over all ranks: identical everywhere, so no sync_dist (and none of

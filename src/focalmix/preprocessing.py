@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from focalmix._sources import short_list
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -95,14 +97,25 @@ def fit_spec(
     check_options(missing, max_categories, standardize)
     absent = [c for c in [*features, *sorted(categorical)] if c not in frame.columns]
     if absent:
-        raise ValueError(f"columns {absent} not found in {name}; columns are: {list(frame.columns)}.")
+        raise ValueError(
+            f"columns {short_list(absent)} not found in {name}; columns are: "
+            f"{short_list(list(frame.columns))}."
+        )
     unused = sorted(categorical - set(features))
     if unused:
-        raise ValueError(f"`categorical_columns` {unused} are not feature columns; features are {features}.")
+        raise ValueError(
+            f"`categorical_columns` {short_list(unused)} are not feature columns; features are "
+            f"{short_list(features)}."
+        )
     if len(frame) == 0:
         raise ValueError(f"{name} has no rows to fit the preprocessing on.")
     if missing == "error":
         _refuse_nan(frame, [c for c in features if not _is_categorical(frame[c], c in categorical)], name)
+    for col in key_like_columns(frame, features, categorical, max_categories):
+        _warn(
+            f"column {col!r} of {name} looks like a row key (a unique value per row), yet it is a feature; "
+            f"if it is an id, name it in `id_columns` (--data.id_columns {col})."
+        )
     columns = []
     for col in features:
         series = frame[col]
@@ -111,6 +124,53 @@ def fit_spec(
         else:
             columns.append(_fit_numeric(series, col, standardize, name))
     return {"version": SPEC_VERSION, "columns": columns}
+
+
+def key_like_columns(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    categorical: set[str] | frozenset[str] = frozenset(),
+    max_categories: int | None = None,
+) -> list[str]:
+    """Integer or text columns that look like row keys: one value per row, in order or in a long table.
+
+    A column qualifies when its values are all present and distinct and either run monotonically (an
+    auto-increment id, a row number, "C0001", "C0002", ...; from 20 rows) or the table has 1,000 rows or
+    more (a hashed or shuffled key). Float columns never do (measurements are often distinct); text
+    columns with more levels than ``max_categories`` are left to that limit's error, which names
+    ``id_columns`` too.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"id": range(100, 130), "age": [30, 40] * 15, "x": np.arange(30) / 2})
+        >>> key_like_columns(df, ["id", "age", "x"])
+        ['id']
+    """
+    import pandas as pd
+
+    found = []
+    for col in columns:
+        series = frame[col]
+        integer = pd.api.types.is_integer_dtype(series) and series.dtype != bool
+        text = _is_categorical(series, False) and series.dtype != bool and col not in categorical
+        if not (integer or text) or len(series) < 20 or series.isna().any():
+            continue
+        distinct = series.nunique()
+        if distinct != len(series) or (text and max_categories is not None and distinct > max_categories):
+            continue
+        try:
+            ordered = series.is_monotonic_increasing or series.is_monotonic_decreasing
+        except TypeError:  # text mixed with numbers does not sort
+            ordered = False
+        if len(series) >= 1000 or ordered:
+            found.append(col)
+    return found
+
+
+def _warn(message: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_warn  # on rank 0 only; shown by focalmix's console
+
+    rank_zero_warn(message)
 
 
 def _fit_numeric(series: pd.Series, col: str, standardize: bool, name: str) -> dict:
@@ -175,8 +235,8 @@ def encode_frame(
     absent = [c for c in names if c not in frame.columns]
     if absent:
         raise ValueError(
-            f"{name} lacks feature columns {absent} that the model was trained on; add them (empty "
-            f"where unknown) or use the training file's columns: {names}."
+            f"{name} lacks feature columns {short_list(absent)} that the model was trained on; add them "
+            f"(empty where unknown) or use the training file's columns: {short_list(names)}."
         )
     if missing == "error":
         _refuse_nan(frame, [c["name"] for c in spec["columns"] if c["kind"] == "numeric"], name)
@@ -255,7 +315,8 @@ def _refuse_nan(frame: pd.DataFrame, columns: list[str], name: str) -> None:
     if nan.any():
         bad = [c for c, has in zip(columns, nan.any(axis=0), strict=True) if has]
         raise ValueError(
-            f"missing (NaN) feature values in {name} in columns {bad}: {int(nan.any(axis=1).sum())} rows. "
+            f"missing (NaN) feature values in {name} in columns {short_list(bad)}: "
+            f"{int(nan.any(axis=1).sum())} rows. "
             "Drop or impute them first, or set `missing='impute'` (--data.missing impute)."
         )
 
@@ -401,9 +462,10 @@ def check_same_spec(model_spec: dict | None, data_spec: Any) -> None:
         return [(c["name"], c["kind"], c.get("categories")) for c in spec["columns"]]
 
     if layout(model_spec) != layout(data_spec):
+        data_names = short_list([c["name"] for c in data_spec["columns"]])
         raise ValueError(
-            f"the datamodule encodes its table ({[c['name'] for c in data_spec['columns']]}) with other "
-            "columns or categories than the model was trained on; give the datamodule the model's: "
+            f"the datamodule encodes its table ({data_names}) with "
+            "other columns or categories than the model was trained on; give the datamodule the model's: "
             "FocalMixDataModule(..., preprocessing=model.hparams.preprocessing)."
         )
 

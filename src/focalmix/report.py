@@ -128,7 +128,9 @@ def write_report(
     if summary:
         sections.append(_html_table(summary))
     num_classes = 2 if task == "binary" else p.shape[1]
-    scores = epoch_metrics(p, p if pu is None else pu, y, task, num_classes)
+    scores = epoch_metrics(
+        p, p if pu is None else pu, y, task, num_classes, names if task == "multiclass" else None
+    )
     if pu is None:
         del scores["ece_uncalibrated"]
     sections += ["<h2>Metrics on these rows (calibrated probabilities)</h2>", _html_table(scores)]

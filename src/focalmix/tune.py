@@ -11,14 +11,22 @@ The study lives in an Optuna RDB storage: an SQLite file in the run folder by de
 command again continues it; any SQLAlchemy URL (PostgreSQL, MySQL) lets several processes or machines run
 the same command against one database and share one study of ``--tune.n_trials`` trials in total.
 
+Trials are compared by ``--tune.metric``, the study's objective (default ``val/auroc``; ``val/acc`` for
+multiclass): a trial's value is the best value it reached, its ``best.ckpt`` is the epoch that reached it,
+and ``best.yaml`` chooses its checkpoint by the same metric, so the model it trains is judged as the trial
+was. A plain ``focalmix fit`` chooses by ``val/loss``.
+
 Outputs in the run folder: ``best.yaml`` (``focalmix fit --config best.yaml`` trains the best trial's
 model), ``trials.csv`` (params, metric, epochs, state per trial), ``importance.png`` (with matplotlib),
-and ``trial_NNN/`` folders (logs; checkpoints only for the best trial unless ``--tune.keep_checkpoints``).
+and ``trial_NNN/`` folders (``fit.log``: the trial's own output; checkpoints only for the best trial unless
+``--tune.keep_checkpoints``). The console shows one line per trial and, at the end, the best checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import math
 import os
 import secrets
@@ -29,6 +37,7 @@ import time
 import warnings
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -41,6 +50,7 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from focalmix.cli import LINKS, FocalMixCLI, _quiet_lightning
+from focalmix.console import data_summary
 from focalmix.data import FocalMixDataModule
 from focalmix.faults import atomic_write
 from focalmix.module import FocalMixClassifier
@@ -320,6 +330,75 @@ class _TrialCLI(FocalMixCLI):
         return trainer
 
 
+class FitPruning(PyTorchLightningPruningCallback):
+    """optuna-integration's pruning callback, judging only the fit's own validation epochs, and counting them.
+
+    After training, ``focalmix fit`` scores the best checkpoint once more (a ``validate`` run): reported to
+    the trial, that score read as one more epoch (6 for a 5-epoch trial) and could prune a finished trial.
+    The epochs run so far are kept in the trial's ``epochs`` user attribute.
+    """
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        self._trial.set_user_attr("epochs", int(pl_module.current_epoch) + 1)
+        super().on_validation_end(trainer, pl_module)
+
+
+@contextlib.contextmanager
+def _output_to(path: Path | None):
+    """Send what a trial prints (its ``focalmix fit`` lines, warnings, Lightning's log) to ``path``."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handlers = [
+        h
+        for name in ("lightning.pytorch", "lightning.fabric", "lightning")
+        for h in logging.getLogger(name).handlers
+        if type(h) is logging.StreamHandler
+    ]
+    with open(path, "a", encoding="utf-8") as log:
+        streams = [h.setStream(log) for h in handlers]
+        try:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                yield
+        finally:
+            for handler, stream in zip(handlers, streams, strict=True):
+                handler.setStream(stream)
+
+
+def trial_line(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    """One console line for a finished trial: number, state, epochs, the metric and the params.
+
+    Example:
+        >>> from optuna.trial import create_trial
+        >>> from optuna.distributions import FloatDistribution
+        >>> t = create_trial(value=0.91, params={"model.dropout": 0.31},
+        ...                  distributions={"model.dropout": FloatDistribution(0.2, 0.7)},
+        ...                  user_attrs={"epochs": 5})
+        >>> trial_line(t, "val/auroc")  # a trial made outside a study is numbered -1
+        'focalmix tune: trial -1 complete, 5 epochs, val/auroc 0.91 (its best epoch); dropout=0.31'
+    """
+    epochs = trial.user_attrs.get("epochs", len(trial.intermediate_values))
+    epochs = f"{epochs} epoch{'' if epochs == 1 else 's'}"
+    if trial.state == TrialState.PRUNED:
+        head = f"trial {trial.number} pruned after {epochs}"
+        last = (
+            trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+        )
+        score = f"{metric} {last:.4g} (last epoch)" if last is not None else f"{metric} -"
+    else:
+        head = f"trial {trial.number} {trial.state.name.lower()}, {epochs}"
+        score = f"{metric} {trial.value:.4g} (its best epoch)" if trial.value is not None else f"{metric} -"
+    params = ", ".join(f"{k.rpartition('.')[2]}={_short(v)}" for k, v in trial.params.items())
+    return f"focalmix tune: {head}, {score}; {params}".rstrip("; ")
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
 def _flag(name: str, value: Any) -> str:
     return f"--{name}={value if isinstance(value, str) else yaml.safe_dump(value).splitlines()[0]}"
 
@@ -339,6 +418,8 @@ class Objective:
 
     def __init__(self, fit_args: list[str], space: dict, metric: str, seed: int, output: Path) -> None:
         self.fit_args, self.space, self.metric, self.seed, self.output = fit_args, space, metric, seed, output
+        # a trial's own output goes to trial_NNN/fit.log; --verbose keeps it on the console
+        self.quiet = not any(a == "--verbose" or a.startswith("--verbose=") for a in fit_args)
 
     def __call__(self, trial: optuna.Trial) -> float:
         params = {name: _suggest(trial, name, spec) for name, spec in self.space.items()}
@@ -363,11 +444,11 @@ class Objective:
         box: dict[str, Any] = {}
 
         def attach(trainer: Any) -> None:
-            trainer.callbacks.append(PyTorchLightningPruningCallback(trial, monitor=self.metric))
+            trainer.callbacks.append(FitPruning(trial, monitor=self.metric))
             box["trainer"] = trainer
 
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _output_to(folder / "fit.log" if self.quiet else None):
                 warnings.filterwarnings("ignore", _ARGS_WARNING)
                 _TrialCLI(args=args, on_trainer=attach)
         except MisconfigurationException as err:  # ModelCheckpoint found no such key after validation
@@ -441,7 +522,7 @@ def trials_table(study: optuna.Study, metric: str) -> pd.DataFrame:
             "number": t.number,
             "state": t.state.name.lower(),
             metric: t.value,
-            "epochs": len(t.intermediate_values),
+            "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
             "seed": t.user_attrs.get("seed"),
             **t.params,
         }
@@ -505,14 +586,22 @@ def write_outputs(
     with atomic_write(output / "best.yaml") as tmp:
         tmp.write_text(
             f"# focalmix tune: trial {best.number} of study {study.study_name!r}: {metric} {best.value:.6g}\n"
+            f"# trials were compared by {metric} (the study's objective); this config chooses its best.ckpt"
+            f" by {metric} too (checkpoint.monitor), as the trial did\n"
             f"#   focalmix fit --config {output / 'best.yaml'}\n{text}"
         )
     if not keep:
         _remove_checkpoints(study, keep=best.number)
     if len(complete) >= 2 and len(best.params) >= 2:
         _plot_importance(study, output / "importance.png")
-    print(f"focalmix tune: best trial {best.number}, {metric} {best.value:.4g}: {best.params}")
-    print(f"focalmix tune: train it with `focalmix fit --config {output / 'best.yaml'}`")
+    params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+    print(f"focalmix tune: best trial {best.number}, {metric} {best.value:.4g}: {params}")
+    ckpt = (
+        Path(best.user_attrs.get("folder", output / f"trial_{best.number:03d}")) / "checkpoints" / "best.ckpt"
+    )
+    if ckpt.is_file():  # another worker's trial may live on another machine
+        print(f"focalmix tune: its checkpoint (best epoch by {metric}): {ckpt}")
+    print(f"focalmix tune: train it again with `focalmix fit --config {output / 'best.yaml'}`")
     print(f"focalmix tune: trials in {output / 'trials.csv'}; the study: `optuna-dashboard {url}`")
 
 
@@ -554,10 +643,13 @@ def main(argv: list[str]) -> None:
         return
     _quiet_lightning()
     flags, fit_args = _split_argv(list(argv))
+    if "--verbose" not in fit_args:  # one focalmix line per trial says what Optuna's log line would
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     opts = parse_tune_args(flags)
     space = load_space(opts["search_space"], opts["space"])
     base_yaml, config = _base(fit_args)
-    task = FocalMixDataModule(**config["data"].as_dict()).task
+    datamodule = FocalMixDataModule(**config["data"].as_dict())
+    task = datamodule.task
     metric = opts["metric"] or ("val/acc" if task == "multiclass" else "val/auroc")
     check_metric(metric, task)
     name = opts["study_name"] or _study_name(config, metric)
@@ -571,9 +663,17 @@ def main(argv: list[str]) -> None:
     pruner = optuna.pruners.MedianPruner(opts["pruner_startup_trials"], n_warmup_steps=warmup)
     study = open_study(url, name, metric_direction(metric), TrialSeededSampler(seed), pruner)
     done = len(study.get_trials(deepcopy=False, states=_FINISHED))
+    # the small-class hint is moot when the search tries focal_alpha itself (auto among its choices)
+    alpha = "auto" if "model.focal_alpha" in space else config["model"]["focal_alpha"]
+    for line in data_summary(datamodule, SimpleNamespace(hparams={"focal_alpha": alpha})):
+        print(line)
     print(
-        f"focalmix tune: study {name!r} in {url}: {done} of {opts['n_trials']} trials done, {metric} "
-        f"({metric_direction(metric)}), sampler seed {seed}, output {output}"
+        f"focalmix tune: study {name!r} in {url}: {done} of {opts['n_trials']} trials done, sampler seed "
+        f"{seed}, output {output}"
+    )
+    print(
+        f"focalmix tune: trials are compared by {metric} ({metric_direction(metric)}), the study's objective;"
+        " each trial's best.ckpt is its best epoch by it (a plain fit chooses by val/loss)"
     )
     if done < opts["n_trials"]:
         # every worker stops once the study holds n_trials finished or running trials, so N in total
@@ -582,7 +682,7 @@ def main(argv: list[str]) -> None:
             Objective(fit_args, space, metric, seed, output),
             n_trials=opts["n_trials"] - done,
             timeout=opts["timeout"],
-            callbacks=[stop],
+            callbacks=[stop, lambda _, trial: print(trial_line(trial, metric), flush=True)],
             gc_after_trial=True,
         )
     write_outputs(study, metric, base_yaml, output, opts["keep_checkpoints"], url)

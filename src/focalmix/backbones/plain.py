@@ -238,8 +238,16 @@ def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequen
     return MLP(num_features, hidden_sizes)
 
 
-def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> int:
-    """Output width of ``backbone``: its ``num_features``/``out_features`` attribute, else a dry run."""
+def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None, table: bool = False) -> int:
+    """Output width of ``backbone``: its ``num_features``/``out_features`` attribute, else a dry run.
+
+    ``table``: the input is a table's encoded columns (one-hot categories, missing-value indicators),
+    wider than its raw columns; said in the error when the backbone was built for another width.
+
+    Raises:
+        ValueError: the width cannot be told, or the backbone fails on the dry run (a width mismatch names
+            the width it expects, the one it is given and ``dm.input_width`` to build it from).
+    """
     for attr in ("num_features", "out_features"):
         if isinstance(getattr(backbone, attr, None), int):
             return getattr(backbone, attr)
@@ -249,7 +257,34 @@ def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None) -> in
             " `input_shape` for a dry run, or give the backbone a `num_features` attribute."
         )
     was_training = backbone.training
-    with torch.no_grad():
-        out = backbone.eval()(torch.zeros(2, *input_shape))
-    backbone.train(was_training)
+    try:
+        with torch.no_grad():
+            out = backbone.eval()(torch.zeros(2, *input_shape))
+    except RuntimeError as err:  # the user's backbone, built for another input: one line, not torch's trace
+        import math
+        import re
+
+        width, text = math.prod(input_shape), str(err).strip()
+        encoded = " (the encoded table: categories one-hot, missing-value indicators)" if table else ""
+        given = f"{width}{encoded}"
+        linear = re.search(r"shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x(\d+)\)", text)
+        if linear and int(linear.group(2)) == width:  # the first layer: built for another input width
+            message = (
+                f"the backbone expects {linear.group(3)} input features but the model feeds it {given}; "
+                "build it from dm.input_width"
+            )
+        elif linear:
+            message = (
+                f"a layer inside the backbone expects {linear.group(3)} features but gets {linear.group(2)}"
+                f" (the model feeds it {given}); check the backbone's layer sizes"
+            )
+        else:
+            shape = given if len(input_shape) == 1 else str(tuple(input_shape))
+            message = (
+                f"the backbone fails on inputs of {shape} ({(text.splitlines() or ['?'])[0][:200]}); build it"
+                " for them (from dm.input_width for rows, dm.input_shape otherwise)"
+            )
+        raise ValueError(message) from err
+    finally:
+        backbone.train(was_training)
     return int(out.reshape(2, -1).shape[1])
