@@ -1,0 +1,117 @@
+"""The wake-word example set: its layout, 1 s clips at 16 kHz, same seed same files, held-out voices."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sf = pytest.importorskip("soundfile")
+pytest.importorskip("soxr")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "wakeword" / "make_dataset.py"
+TINY = ["--clips-per-voice", "3", "--train-voices", "4", "--test-voices", "2", "--piper-clips", "2",
+        "--background-seconds", "3"]  # fmt: skip
+
+
+def _espeak_problem() -> str | None:
+    """Why espeak-ng cannot be loaded here, or None."""
+    try:
+        import espeakng_loader
+
+        ctypes.CDLL(espeakng_loader.get_library_path())
+        espeakng_loader.get_data_path()
+    except (ImportError, OSError, RuntimeError) as exc:
+        return f"espeakng-loader cannot load espeak-ng: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _make(runs: dict[Path, int]) -> None:
+    """make_dataset.py into each folder with its seed, side by side (most of the time is start-up)."""
+    procs = {
+        out: subprocess.Popen(
+            [sys.executable, str(SCRIPT), str(out), *TINY, "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for out, seed in runs.items()
+    }
+    for out, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr[-3000:]
+        assert f"wrote {out}" in stdout and "voices.json" in stdout
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*.*"))
+    }
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, Path]:
+    problem = _espeak_problem()
+    if problem:
+        pytest.skip(problem)
+    root = tmp_path_factory.mktemp("wakeword")
+    folders = {name: root / name for name in ("a", "b", "c")}
+    _make({folders["a"]: 0, folders["b"]: 0, folders["c"]: 1})
+    return folders
+
+
+@pytest.mark.slow
+def test_layout_and_every_clip_is_one_second_of_16khz_mono(made):
+    root = made["a"]
+    splits = ["train", "test"] + (["test_piper"] if (root / "test_piper").is_dir() else [])
+    for split in splits:
+        assert sorted(p.name for p in (root / split).iterdir()) == ["other", "wake"], split
+        for label in ("other", "wake"):
+            clips = sorted((root / split / label).glob("*.wav"))
+            assert clips, f"{split}/{label} is empty"
+            for clip in clips:
+                info = sf.info(clip)
+                assert (info.samplerate, info.channels, info.frames, info.subtype) == (
+                    16000,
+                    1,
+                    16000,
+                    "FLOAT",
+                )
+    background = sorted((root / "background").glob("*.wav"))
+    assert background and all(sf.info(p).duration > 2 for p in background)
+    assert all(sf.info(p).samplerate == 16000 for p in background)
+    info = json.loads((root / "voices.json").read_text())
+    written = {str(p.relative_to(root)) for p in root.rglob("*.wav")}
+    assert set(info["files"]) == written  # every file described, nothing else
+    assert info["sample_rate"] == 16000 and info["phrase"] == "hey focal"
+
+
+@pytest.mark.slow
+def test_the_same_seed_writes_the_same_files(made):
+    first, again, other = (_digests(made[k]) for k in ("a", "b", "c"))
+    assert first == again
+    assert first != other
+
+
+@pytest.mark.slow
+def test_held_out_voices_are_never_heard_in_training(made):
+    info = json.loads((made["a"] / "voices.json").read_text())
+    train, test = set(info["espeak"]["train_variants"]), set(info["espeak"]["test_variants"])
+    assert train and test and not train & test
+
+    def variants(split: str) -> set[str]:
+        voices = {m["voice"] for k, m in info["files"].items() if k.startswith(f"{split}/")}
+        return {v.split("+", 1)[1] for v in voices if "+" in v}  # espeak voices: accent+variant
+
+    assert variants("train") <= train and variants("test") <= test
+    assert variants("train") and variants("test")
+    spoken = {info["files"][k]["text"] for k in info["files"] if "/wake/" in k}
+    assert all("hey" in t.lower() and "focal" in t.lower() for t in spoken)
+    recordings = info["recordings"]
+    assert not set(recordings["train"]) & set(recordings["test"])
