@@ -300,3 +300,12 @@ def test_the_readme_streaming_snippet_runs_on_a_wav(fitted_speech, clips, tmp_pa
     assert result.returncode == 0, result.stderr[-2000:]
     for line in result.stdout.splitlines():  # whatever fires is reported in the documented form
         assert re.fullmatch(r"wake word at \d+\.\d s \(p=\d\.\d\d\)", line), line
+
+
+def test_val_and_test_sources_may_be_folders_of_their_own(clips):
+    dm = FocalMixDataModule(str(clips), val_source=str(clips), test_source=str(clips), cache_dir="none")
+    dm.attach_backbone(SpeechEmbedding())
+    files = len(list(clips.glob("*/*.wav")))
+    assert len(dm._dataset("train")) == files  # no rows held out of the source
+    assert len(dm._dataset("val")) == len(dm._dataset("test")) == files
+    assert int(dm._dataset("test").y.sum()) == len(list((clips / dm.class_names[1]).glob("*.wav")))

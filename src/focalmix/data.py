@@ -456,7 +456,8 @@ class FocalMixDataModule(pl.LightningDataModule):
             return self._datasets[split]
         prep = self._prepare()
         x_path = prep.raw.x_path
-        if 0 in self._media_index and (split in ("train", "val", "test") or self.predict_source is None):
+        sources = {"val": self.val_source, "test": self.test_source, "predict": self.predict_source}
+        if 0 in self._media_index and sources.get(split) is None:  # a split of the main media source
             ds = self._main_media_dataset(split)
         elif split == "train" or (split == "val" and self.val_source is None):
             ds = ArrayDataset(prep.raw.x, prep.y, prep.splits[split], x_path=x_path)
