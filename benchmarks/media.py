@@ -1,9 +1,10 @@
 """Audio from raw WAVs: ``focalmix fit`` on a folder of clips against a hand pipeline, and the cache.
 
 Run: ``python benchmarks/media.py`` (builds the wake-word set of ``examples/wakeword`` into a temporary
-folder; ``--data DIR`` takes one already built; 30-60 minutes on 2 shared cores); ``--tries`` adds the
-settings a user would try when the quality bar is not met (warm cache, a few minutes each);
-``--quick``: a smoke run on a tiny set.
+folder, or into ``--data DIR`` when it has no ``train/``; about 5 minutes on an idle 2-core machine, many
+times that on a busy one); ``--repeats 3`` interleaves three rounds of (a)-(d) and shows medians;
+``--tries`` adds the settings a user would try when the quality bar is not met (on the warm cache, about
+a minute each); ``--quick``: a smoke run on a tiny set.
 
 Each run is a fresh process, timed by the wall clock from its start to its exit (start-up included) and by
 its CPU time (user + system, children's ``getrusage``: steadier on a shared machine):
