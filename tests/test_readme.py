@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from focalmix.cli import FocalMixCLI
 
@@ -57,3 +61,77 @@ def test_every_flag_in_the_readmes_commands_exists():
                 if flag not in known and not (command[1] == "tune" and flag.startswith("--tune.")):
                     unknown.append((line.strip(), flag))
     assert [flag for _, flag in unknown] == ["--model.learnig_rate"], unknown  # only the error example's typo
+
+
+# ---- the Quickstart's main command prints what the README shows -------------------------------------
+
+_NUMBER = r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?"
+
+
+def _sample_patterns() -> list[str | None]:
+    """The README's sample output as line patterns: numbers and the run's home folder vary, the words do
+    not; ``...`` (None here) stands for the epoch lines the sample leaves out."""
+    section = README.split("## What a fit prints", 1)[1]
+    sample = re.search(r"```\n(.*?)```", section, re.S)[1]
+    patterns: list[str | None] = []
+    for line in sample.splitlines():
+        if line.strip() == "...":
+            patterns.append(None)
+            continue
+        words = re.split(_NUMBER, line.replace("/home/me/focalmix", "\0"))
+        text = _NUMBER.join(re.escape(part) for part in words)
+        patterns.append(text.replace("\0", ".+"))
+    return patterns
+
+
+def _match_sample(printed: list[str], patterns: list[str | None]) -> list[str]:
+    """The sample's lines in order, each matching one printed line; ``...`` matches epoch lines only."""
+    problems, i = [], 0
+    for k, pattern in enumerate(patterns):
+        if pattern is None:  # greedy: up to the last line before the next pattern's run ends
+
+            def next_at(j: int, after: str = patterns[k + 1]) -> bool:
+                return j < len(printed) and re.fullmatch(after, printed[j]) is not None
+
+            while i < len(printed) and not (next_at(i) and not next_at(i + 1)):
+                if not printed[i].startswith("epoch "):
+                    problems.append(f"not in the README's sample: {printed[i]!r}")
+                i += 1
+            continue
+        if i >= len(printed) or not re.fullmatch(pattern, printed[i]):
+            problems.append(
+                f"README line {pattern!r} != printed {printed[i] if i < len(printed) else None!r}"
+            )
+        i += 1
+    problems += [f"printed after the sample's last line: {line!r}" for line in printed[i:]]
+    return problems
+
+
+@pytest.mark.slow
+def test_quickstart_main_command_prints_the_readmes_sample(tmp_path):
+    """`focalmix fit` as the Quickstart runs it (no flag; the default data), its output (stdout and stderr,
+    as a terminal shows them) line by line against the sample under "What a fit prints"."""
+    main_command = _quickstart_commands()[0].rsplit("&& ", 1)[1]
+    assert main_command == "focalmix fit"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    done = subprocess.run(
+        main_command.split(), cwd=tmp_path, env=env, capture_output=False, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=600,
+    )  # fmt: skip
+    printed = [line for line in done.stdout.splitlines() if line.strip()]
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert _match_sample(printed, _sample_patterns()) == []
+    assert (tmp_path / "lightning_logs" / "version_0" / "report" / "report.html").is_file()
+
+
+def test_the_sample_matcher_catches_a_changed_line():
+    """The matcher itself: a reworded, missing or extra line is reported (so the test above can fail)."""
+    patterns = _sample_patterns()
+    good = [
+        "focalmix: data breast_cancer: binary, 30 features, 2 classes; rows: train 1, val 2, no test split",
+    ]
+    assert _match_sample(good, patterns[:1]) == []
+    assert _match_sample(["focalmix: data breast_cancer: binary"], patterns[:1]) != []
+    assert _match_sample(good + ["extra"], patterns[:1]) != []
+    assert _match_sample(["epoch 3/100  val/loss 0.1  train/loss 0.2", good[0]], [None, patterns[0]]) == []
+    assert _match_sample(["focalmix: surprise", good[0]], [None, patterns[0]]) != []
