@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from focalmix import cache as cache_mod
+from focalmix import cache_store
 from focalmix.cache import FeatureCache, compute_features, default_cache_dir, file_key, namespace
 
 DIM = 8  # feature width of the toy encoder
@@ -233,7 +234,7 @@ def test_lookup_store_roundtrip_and_tensors(cache):
 
 def test_a_key_in_two_shards_reads_the_same_row_in_every_process(cache, monkeypatch):
     names = iter(["f" * 32, "0" * 32])  # the second shard sorts first
-    monkeypatch.setattr(cache_mod.uuid, "uuid4", lambda: type("U", (), {"hex": next(names)}))
+    monkeypatch.setattr(cache_store.uuid, "uuid4", lambda: type("U", (), {"hex": next(names)}))
     cache.store(["k"], np.zeros((1, DIM)))
     early = FeatureCache(cache.root, cache.namespace)
     assert early.lookup(["k"])[1].all()  # indexed the first shard before the second existed
