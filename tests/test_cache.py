@@ -277,13 +277,13 @@ def test_shards_hold_at_most_shard_rows_plus_a_batch(files, cache):
 def test_progress_lines(files, cache, monkeypatch):
     lines: list[str] = []
     batch = 5
-    monkeypatch.setattr(cache_mod, "_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(cache_mod, "PROGRESS_EVERY_S", 0.0)
     _, stats, _ = run(files, cache, batch_size=batch, progress=lines.append, label="features train")
     assert len(lines) == -(-len(files) // batch) + 1
     assert lines[-1].startswith(
         f"focalmix: features train: {len(files):,} items, 0 from cache, {len(files):,} computed ("
     )
-    monkeypatch.setattr(cache_mod, "_PROGRESS_EVERY_S", float(HOUR))
+    monkeypatch.setattr(cache_mod, "PROGRESS_EVERY_S", float(HOUR))
     lines.clear()
     _, stats, _ = run(files, cache, progress=lines.append)
     assert lines == [f"focalmix: features: {len(files):,} items, {len(files):,} from cache, 0 computed"]

@@ -27,7 +27,7 @@ from focalmix.cache_store import FORMAT_VERSION, FeatureCache, as_matrix
 
 __all__ = ["FORMAT_VERSION", "FeatureCache", "compute_features", "default_cache_dir", "file_key", "namespace"]
 
-_PROGRESS_EVERY_S = 2.0
+PROGRESS_EVERY_S = 2.0  # seconds between progress lines while computing
 _COMPUTE_ARGS = {
     "encode": [Instance(Callable, "a callable (positions -> features)")],
     "cache": [None, Instance(FeatureCache)],
@@ -266,7 +266,7 @@ class _Meter:
         self.computed += n
         self.compute_s += seconds
         now = time.monotonic()
-        if self.progress is not None and now - self.last >= _PROGRESS_EVERY_S:
+        if self.progress is not None and now - self.last >= PROGRESS_EVERY_S:
             self.last = now
             self.progress(
                 f"focalmix: {self.label}: {self.computed:,} of {self.todo:,} computed{self._rate()}"
