@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from focalmix import cache as cache_mod
+from focalmix import cache_store
 from focalmix.cache import FeatureCache, compute_features, default_cache_dir, file_key, namespace
 
 DIM = 8  # feature width of the toy encoder
@@ -233,7 +234,7 @@ def test_lookup_store_roundtrip_and_tensors(cache):
 
 def test_a_key_in_two_shards_reads_the_same_row_in_every_process(cache, monkeypatch):
     names = iter(["f" * 32, "0" * 32])  # the second shard sorts first
-    monkeypatch.setattr(cache_mod.uuid, "uuid4", lambda: type("U", (), {"hex": next(names)}))
+    monkeypatch.setattr(cache_store.uuid, "uuid4", lambda: type("U", (), {"hex": next(names)}))
     cache.store(["k"], np.zeros((1, DIM)))
     early = FeatureCache(cache.root, cache.namespace)
     assert early.lookup(["k"])[1].all()  # indexed the first shard before the second existed
@@ -276,13 +277,13 @@ def test_shards_hold_at_most_shard_rows_plus_a_batch(files, cache):
 def test_progress_lines(files, cache, monkeypatch):
     lines: list[str] = []
     batch = 5
-    monkeypatch.setattr(cache_mod, "_PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(cache_mod, "PROGRESS_EVERY_S", 0.0)
     _, stats, _ = run(files, cache, batch_size=batch, progress=lines.append, label="features train")
     assert len(lines) == -(-len(files) // batch) + 1
     assert lines[-1].startswith(
         f"focalmix: features train: {len(files):,} items, 0 from cache, {len(files):,} computed ("
     )
-    monkeypatch.setattr(cache_mod, "_PROGRESS_EVERY_S", float(HOUR))
+    monkeypatch.setattr(cache_mod, "PROGRESS_EVERY_S", float(HOUR))
     lines.clear()
     _, stats, _ = run(files, cache, progress=lines.append)
     assert lines == [f"focalmix: features: {len(files):,} items, {len(files):,} from cache, 0 computed"]

@@ -4,7 +4,9 @@ A source is first indexed (:func:`scan_folder` or :func:`read_manifest`: which f
 each file probed so a damaged one is reported before training), long recordings are cut into clips
 (:func:`split_long_files`), and :class:`MediaDataset` decodes only the items a batch asks for, with a
 per-item function built from a backbone's :class:`~focalmix.backbones.spec.InputSpec`
-(:func:`make_loader`). Decoding one file lives in :mod:`focalmix.media_io`. No Lightning here.
+(:func:`make_loader`). This module indexes folders and manifests; decoding one file lives in
+:mod:`focalmix.media_io`, long files and windows in :mod:`focalmix.media_windows`, the dataset in
+:mod:`focalmix.media_dataset`, all importable from here. No Lightning here.
 """
 
 from __future__ import annotations
@@ -18,23 +20,21 @@ from typing import Any
 
 import numpy as np
 
+from focalmix._checks import ArgumentValueError, Satisfies, check_one
 from focalmix._sources import TABLE_SUFFIXES, read_table
+from focalmix.media_dataset import MediaDataset, make_loader
 from focalmix.media_io import (
-    _EPS,
     AUDIO_SUFFIXES,
     IMAGE_SUFFIXES,
-    MediaDataset,
+    MEDIA_KIND,
     MediaDecodeError,
-    _check_seconds,
-    _whole_windows,
     audio_duration,
     load_audio,
     load_image,
-    make_loader,
     media_suffix_kind,
     probe,
-    windows,
 )
+from focalmix.media_windows import LONG_FILE_TOLERANCE, split_long_files, windows
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -55,9 +55,9 @@ __all__ = [
     "windows",
 ]
 
-LONG_FILE_TOLERANCE = 0.1  # a file up to 10% longer than the clip is one clip, its end cut off
 _SUPPORTED = f"audio {list(AUDIO_SUFFIXES)} or images {list(IMAGE_SUFFIXES)}"
 _NOUN = {"audio": ("audio", "clips"), "image": ("image", "images")}
+_BAD_FILES = Satisfies(str, lambda v: v in ("error", "skip"), "'error' or 'skip'")
 
 
 @dataclass
@@ -85,14 +85,17 @@ class MediaIndex:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("audio", "image"):
-            raise ValueError(f"`kind` must be 'audio' or 'image', got {self.kind!r}.")
+        check_one(self.kind, "kind", [MEDIA_KIND], MediaIndex)
         n = len(self.paths)
         self.starts = np.zeros(n) if self.starts is None else np.asarray(self.starts, dtype=np.float64)
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=str)
         if len(self.starts) != n or (self.labels is not None and len(self.labels) != n):
-            raise ValueError(f"MediaIndex of {self.name}: paths, labels and starts must have equal lengths.")
+            raise ArgumentValueError(
+                f"MediaIndex of {self.name}: paths, labels and starts must have equal lengths.",
+                "paths",
+                MediaIndex,
+            )
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -196,8 +199,7 @@ def _manifest_kind(path: Path, path_column: str) -> str | None:
 
 
 def _check_bad_files(bad_files: Any) -> None:
-    if bad_files not in ("error", "skip"):
-        raise ValueError(f"`bad_files` must be 'error' or 'skip', got {bad_files!r}.")
+    check_one(bad_files, "bad_files", [_BAD_FILES])
 
 
 def _existing(path: str | os.PathLike, what: str) -> Path:
@@ -422,67 +424,3 @@ def _manifest_labels(path: Path, column: Any, name: str, need_labels: bool) -> n
             "at least two."
         )
     return labels
-
-
-def split_long_files(
-    index: MediaIndex, clip_seconds: float, mode: str = "split", hop_seconds: float | None = None
-) -> MediaIndex:
-    """Cut audio files longer than a clip into clips, keep only their start, or refuse them.
-
-    A file counts as long when it exceeds ``clip_seconds`` by more than ``LONG_FILE_TOLERANCE`` (10%):
-    a recording a little longer than the clip (a 1.05 s word for 1 s clips) stays one clip, cut at the
-    end when loaded. ``"split"`` makes one item per clip: starts every ``hop_seconds`` while a whole clip
-    fits, then at most one more, partial clip (zero-padded when loaded), kept only when it holds at least
-    half a clip of audio that no whole clip holds. Images are returned unchanged.
-
-    Args:
-        index: the items (an item's own ``start`` is respected: its audio begins there).
-        clip_seconds: clip length, > 0.
-        mode: ``"split"`` (default), ``"crop"`` (one clip from each item's start: the index unchanged)
-            or ``"error"``.
-        hop_seconds: distance between clip starts for ``"split"``, > 0; default ``clip_seconds``.
-
-    Raises:
-        ValueError: a bad argument, or (``"error"``) the first long file, with its duration.
-        MediaDecodeError: a file whose header cannot be read.
-
-    Example:
-        >>> import tempfile, soundfile
-        >>> path = Path(tempfile.mkdtemp()) / "long.wav"
-        >>> soundfile.write(path, np.zeros(8000 * 5 // 2, dtype=np.float32), 8000)  # 2.5 s
-        >>> split_long_files(MediaIndex([str(path)], ["a"], "audio", "x"), 1.0).starts.tolist()
-        [0.0, 1.0, 2.0]
-    """
-    clip_seconds = _check_seconds(clip_seconds, "clip_seconds")
-    hop = clip_seconds if hop_seconds is None else _check_seconds(hop_seconds, "hop_seconds")
-    if mode not in ("split", "crop", "error"):
-        raise ValueError(f"`mode` must be 'split', 'crop' or 'error', got {mode!r}.")
-    if index.kind != "audio" or mode == "crop":
-        return index
-    rows, starts = [], []
-    for row, (path, start) in enumerate(zip(index.paths, index.starts, strict=True)):
-        length = audio_duration(path) - start
-        if length <= clip_seconds * (1 + LONG_FILE_TOLERANCE):
-            offsets = np.zeros(1)
-        elif mode == "error":
-            raise ValueError(
-                f"{path} is {length:.2f} s long, longer than `clip_seconds` ({clip_seconds} s); pass "
-                "--data.long_files split (cut it into clips) or crop (keep its first clip), or raise "
-                "clip_seconds."
-            )
-        else:
-            offsets = _clip_starts(length, clip_seconds, hop)
-        rows += [row] * len(offsets)
-        starts.append(start + offsets)
-    out = index.take(rows)
-    out.starts = np.concatenate(starts) if starts else np.zeros(0)
-    return out
-
-
-def _clip_starts(length: float, clip: float, hop: float) -> np.ndarray:
-    """Starts of the whole clips that fit in ``length`` (> clip), then of one partial clip if worth it."""
-    whole = _whole_windows(length, clip, hop)
-    tail = whole * hop  # the first start whose clip would run past the end
-    new = min(length - tail, length - (tail - hop + clip))  # audio in it that the whole clips miss
-    starts = np.arange(whole) * hop
-    return np.append(starts, tail) if new >= clip / 2 - _EPS else starts

@@ -4,26 +4,22 @@ Pure numpy on top of soundfile (libsndfile), soxr and Pillow, each imported wher
 ``import focalmix`` does not need them. Every failure to decode a file becomes one
 :class:`MediaDecodeError` naming the file and the reason; :func:`probe` finds those reasons cheaply
 (headers, not samples) when a folder or manifest is scanned. The folder, manifest and dataset layer on
-top of this is :mod:`focalmix.media`.
+top of this is :mod:`focalmix.media` (long files and windows: :mod:`focalmix.media_windows`; the
+per-batch dataset: :mod:`focalmix.media_dataset`).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import re
 import struct
-from collections.abc import Callable, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
-if TYPE_CHECKING:
-    from focalmix.backbones.spec import InputSpec
-    from focalmix.media import MediaIndex
+from focalmix._checks import Instance, Satisfies, check, check_one
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -37,9 +33,30 @@ _IMAGE_ERRORS += (ZeroDivisionError, MemoryError)
 # writers put 0 or 0xFFFFFFFF there when they could not seek back, which is not truncation
 _WAV_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)
-_EPS = 1e-6  # seconds: far below one sample at any audio rate; absorbs float error in clip arithmetic
 _AUDIO_HINT = 'reading audio needs soundfile and soxr: pip install "focalmix[audio]"'
 _IMAGE_HINT = 'reading images needs Pillow: pip install "focalmix[vision]"'
+
+MEDIA_KIND = Satisfies(str, lambda v: v in ("audio", "image"), "'audio' or 'image'")
+IMAGE_SIZE = Satisfies(
+    (tuple, list),
+    lambda v: (
+        len(v) == 2 and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in v)
+    ),
+    "(height, width), two ints >= 1",
+)
+# The types are checked first, in the words of the values' messages: a whole float sample rate (16000.0)
+# is a value of the right kind but not an int, so a ValueError, as before.
+_AUDIO_TYPES = {
+    "sample_rate": [Instance(float, "a positive int (Hz)")],
+    "num_samples": [None, Instance(int, "an int >= 0")],
+}
+_AUDIO_ARGS = {
+    "sample_rate": [
+        Satisfies(float, lambda v: isinstance(v, numbers.Integral) and v > 0, "a positive int (Hz)")
+    ],
+    "num_samples": [None, Satisfies(int, lambda v: v >= 0, "an int >= 0 or None (whole file)")],
+    "start": [Satisfies(float, lambda v: 0 <= v < math.inf, "a finite number of seconds >= 0")],
+}
 
 
 class MediaDecodeError(ValueError):
@@ -149,8 +166,7 @@ def probe(path: str | os.PathLike, kind: str) -> str | None:
         >>> probe(path, "audio")
         'not a readable audio file (Format not recognised.)'
     """
-    if kind not in ("audio", "image"):
-        raise ValueError(f"`kind` must be 'audio' or 'image', got {kind!r}.")
+    check_one(kind, "kind", [MEDIA_KIND])
     try:
         size = os.stat(path).st_size
     except OSError as e:
@@ -265,14 +281,9 @@ def load_audio(
 
 
 def _check_audio_args(sample_rate: Any, num_samples: Any, start: Any) -> None:
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"`sample_rate` must be a positive int (Hz), got {sample_rate!r}.")
-    if num_samples is not None and (
-        isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 0
-    ):
-        raise ValueError(f"`num_samples` must be an int >= 0 or None (whole file), got {num_samples!r}.")
-    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0 <= start < math.inf:
-        raise ValueError(f"`start` must be a finite number of seconds >= 0, got {start!r}.")
+    given = {"sample_rate": sample_rate, "num_samples": num_samples, "start": start}
+    check(given, _AUDIO_TYPES)
+    check(given, _AUDIO_ARGS)
 
 
 def _read_span(f: Any, rate: int, num_samples: int | None, start: float) -> np.ndarray:
@@ -338,7 +349,7 @@ def load_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
         >>> x.shape, x.dtype, x[:, 4, 4].tolist()
         ((3, 8, 16), dtype('float32'), [1.0, 0.0, 0.0])
     """
-    height, width = _check_size(size)
+    height, width = image_size(size)
     _require_file(path)
     Image, ImageOps = _pil()
     try:
@@ -352,12 +363,14 @@ def load_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1)) / np.float32(255)  # (3, H, W)
 
 
-def _check_size(size: Any) -> tuple[int, int]:
-    ok = isinstance(size, (tuple, list)) and len(size) == 2
-    if not ok or not all(
-        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size
-    ):
-        raise ValueError(f"`size` must be (height, width), two ints >= 1, got {size!r}.")
+def image_size(size: Any) -> tuple[int, int]:
+    """``size`` checked as (height, width), two ints >= 1, and returned as a tuple of two ints.
+
+    Example:
+        >>> image_size([224, np.int64(160)])
+        (224, 160)
+    """
+    check_one(size, "size", [IMAGE_SIZE])
     return int(size[0]), int(size[1])
 
 
@@ -379,134 +392,3 @@ def _to_rgb(im: Any, Image: Any) -> Any:
         rgb = rgba[..., :3] * (rgba[..., 3:] / 255)  # composited on black
         return Image.fromarray(np.round(rgb).astype(np.uint8))
     return im.convert("RGB")
-
-
-def _check_seconds(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ValueError(f"`{name}` must be a number of seconds > 0, got {value!r}.")
-    return float(value)
-
-
-def _whole_windows(duration: float, clip: float, hop: float) -> int:
-    """How many windows ``clip`` long, ``hop`` apart from 0, fit in ``duration`` (>= clip)."""
-    return int(math.floor((duration - clip) / hop + _EPS)) + 1
-
-
-def windows(duration: float, clip_seconds: float, hop_seconds: float) -> np.ndarray:
-    """Start times of sliding windows over a recording, for prediction on long files.
-
-    Every window lies inside the recording; when the hop does not land on its end, one last window
-    ends exactly at the end. A recording no longer than a window gives one window at 0.
-
-    Args:
-        duration: the recording's length in seconds, >= 0.
-        clip_seconds: window length, > 0.
-        hop_seconds: distance between window starts, > 0.
-
-    Returns:
-        float64 (W,) start times in seconds, increasing.
-
-    Example:
-        >>> windows(2.5, 1.0, 1.0).tolist(), windows(0.4, 1.0, 0.5).tolist()
-        ([0.0, 1.0, 1.5], [0.0])
-    """
-    clip, hop = _check_seconds(clip_seconds, "clip_seconds"), _check_seconds(hop_seconds, "hop_seconds")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not 0 <= duration < math.inf:
-        raise ValueError(f"`duration` must be a number of seconds >= 0, got {duration!r}.")
-    if duration <= clip + _EPS:
-        return np.zeros(1)
-    starts = np.arange(_whole_windows(duration, clip, hop)) * hop
-    if starts[-1] + clip < duration - _EPS:
-        starts = np.append(starts, duration - clip)
-    return starts.astype(np.float64)
-
-
-def _audio_item(sample_rate: int, num_samples: int, path: str, start: float) -> np.ndarray:
-    return load_audio(path, sample_rate, num_samples, start)
-
-
-def _image_item(size: tuple[int, int], path: str, start: float) -> np.ndarray:
-    return load_image(path, size)
-
-
-def make_loader(spec: InputSpec, clip_seconds: float | None = None) -> Callable[[str, float], np.ndarray]:
-    """The per-item decode function ``(path, start) -> array`` for a backbone's input.
-
-    Audio: :func:`load_audio` at ``spec.sample_rate``, ``round(sample_rate * clip)`` samples from
-    ``start``. Images: :func:`load_image` at ``spec.size`` (``start`` ignored). The function is a
-    ``functools.partial`` of a module-level function, so DataLoader worker processes can pickle it.
-
-    Args:
-        spec: what the backbone takes.
-        clip_seconds: audio clip length, > 0; default ``spec.clip_seconds``.
-
-    Example:
-        >>> from focalmix.backbones.spec import InputSpec
-        >>> make_loader(InputSpec("audio", sample_rate=16000, clip_seconds=1.0), clip_seconds=0.5).args
-        (16000, 8000)
-    """
-    if spec.kind == "image":
-        return partial(_image_item, _check_size(tuple(spec.size or ())))
-    clip = spec.clip_seconds if clip_seconds is None else clip_seconds
-    rate = int(spec.sample_rate or 0)
-    return partial(_audio_item, rate, round(rate * _check_seconds(clip, "clip_seconds")))
-
-
-class MediaDataset(Dataset):
-    """Media items decoded when a batch asks for them; batches come whole, as :class:`ArrayDataset`'s.
-
-    ``__getitems__`` returns the collated batch ``{"x": float32 (B, *S), "y": (B, ...), "index": int64
-    (B,)}`` (``y`` when given, ``index`` with ``with_index``: positions in ``index``), so a DataLoader uses
-    it with :func:`focalmix.datasets.passthrough_collate`. Only the requested items are decoded.
-
-    Args:
-        index: the items (paths and start offsets).
-        y: coded targets aligned with ``index``, or None.
-        loader: ``(path, start) -> float32 array`` of one fixed shape, e.g. from :func:`make_loader`.
-        with_index: add ``"index"`` to each batch, for prediction.
-
-    Example:
-        >>> import tempfile, soundfile
-        >>> from focalmix.media import MediaIndex
-        >>> path = os.path.join(tempfile.mkdtemp(), "a.wav")
-        >>> soundfile.write(path, np.zeros(800, dtype=np.float32), 8000)
-        >>> ds = MediaDataset(MediaIndex([path] * 3, None, "audio", "x"), torch.tensor([0, 1, 0]),
-        ...                   partial(_audio_item, 8000, 400), with_index=True)
-        >>> batch = ds.__getitems__([2, 0])
-        >>> batch["x"].shape, batch["y"].tolist(), batch["index"].tolist(), len(ds)
-        (torch.Size([2, 400]), [0, 0], [2, 0], 3)
-    """
-
-    def __init__(
-        self,
-        index: MediaIndex,
-        y: torch.Tensor | None,
-        loader: Callable[[str, float], np.ndarray],
-        with_index: bool = False,
-    ) -> None:
-        if not callable(loader):
-            raise TypeError(
-                f"`loader` must be a function (path, start) -> array, got {type(loader).__name__}."
-            )
-        if y is not None and len(y) != len(index):
-            raise ValueError(f"`y` has {len(y)} rows but the index of {index.name} has {len(index)} items.")
-        self.index, self.y, self.loader, self.with_index = index, y, loader, with_index
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([i]).items()}
-
-    def __getitems__(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
-        rows = torch.as_tensor(np.asarray(positions, dtype=np.int64))
-        items = [
-            np.asarray(self.loader(self.index.paths[r], float(self.index.starts[r])), dtype=np.float32)
-            for r in rows.tolist()
-        ]
-        batch = {"x": torch.from_numpy(np.stack(items))}  # (B, *S)
-        if self.y is not None:
-            batch["y"] = torch.index_select(self.y, 0, rows)
-        if self.with_index:
-            batch["index"] = rows
-        return batch

@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from focalmix._checks import Instance, Satisfies, check
+
 
 class FrozenBackbone(nn.Module):
     """Base class of the pretrained adapters: frozen, eval mode always, identity and config for rebuilds.
@@ -161,25 +163,28 @@ def torch_threads(num_threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def check_int(value: Any, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int >= {low}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be an int >= {low}, got {value}.")
+def int_type(low: int) -> Instance:
+    """The type half of an int >= ``low``: a non-int is told the whole rule (``an int >= 32``)."""
+    return Instance(int, f"an int >= {low}")
 
 
-def check_num_threads(num_threads: Any) -> None:
-    if num_threads is not None:
-        check_int(num_threads, "num_threads", 1)
+def int_at_least(low: int) -> Satisfies:
+    """An int >= ``low``, in the words of :func:`int_type` (``must be an int >= 32, got 16.``)."""
+    return Satisfies(int, lambda v: v >= low, f"an int >= {low}")
 
 
-def check_positive(value: Any, name: str, low: float = 0.0) -> float:
-    """``value`` as a float, checked finite and > ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number > {low}, got {value!r}.")
-    if not math.isfinite(value) or value <= low:
-        raise ValueError(f"`{name}` must be a finite number > {low}, got {value}.")
-    return float(value)
+# The adapters check their arguments in two tables, types first (TYPES), then values: so a wrong type is
+# told the same rule as a wrong value ("`num_threads` must be an int >= 1, got 1.5 (float).").
+NUM_THREADS_TYPE = [None, int_type(1)]
+NUM_THREADS = [None, int_at_least(1)]
+SECONDS_TYPE = [Instance(float, "a number > 0.0")]
+SECONDS = [Satisfies(float, lambda v: 0 < v < math.inf, "a finite number > 0.0")]
+
+
+def check_args(params: dict[str, Any], types: dict[str, list], values: dict[str, list], owner: type) -> None:
+    """:func:`focalmix._checks.check` of ``params``: first against ``types``, then against ``values``."""
+    check(params, types, owner)
+    check(params, values, owner)
 
 
 def check_batch(x: Any, owner: str, shape: tuple[int, ...], hint: str) -> None:

@@ -10,8 +10,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from focalmix.backbones._frozen import FrozenBackbone, check_batch, check_positive, require, sha256_state
+from focalmix._checks import Instance, Satisfies, check
+from focalmix.backbones._frozen import (
+    SECONDS,
+    SECONDS_TYPE,
+    FrozenBackbone,
+    check_args,
+    check_batch,
+    require,
+    sha256_state,
+)
 from focalmix.backbones.spec import InputSpec
+
+_TIMM_ARGS = {
+    "name": [Satisfies(str, bool, "a timm model name such as 'resnet18'")],
+    "pretrained": [Instance(bool, "True or False")],
+}
+_HF_TYPES = {
+    "name_or_path": [Instance((str, Path), "a model folder or hub name")],
+    "clip_seconds": [None, *SECONDS_TYPE],
+}
+_HF_ARGS = {
+    "name_or_path": [Satisfies((str, Path), lambda v: bool(str(v)), "a model folder or hub name")],
+    "clip_seconds": [None, *SECONDS],
+}
 
 
 class _ImageNormalize(nn.Module):
@@ -47,10 +69,7 @@ class TimmBackbone(FrozenBackbone):
     """
 
     def __init__(self, name: str, pretrained: bool = True, checkpoint_path: str | None = None) -> None:
-        if not isinstance(name, str) or not name:
-            raise TypeError(f"`name` must be a timm model name such as 'resnet18', got {name!r}.")
-        if not isinstance(pretrained, bool):
-            raise TypeError(f"`pretrained` must be True or False, got {pretrained!r}.")
+        check({"name": name, "pretrained": pretrained}, _TIMM_ARGS, TimmBackbone)
         if checkpoint_path is not None and not Path(checkpoint_path).is_file():
             raise FileNotFoundError(f"`checkpoint_path`: no weights file at {checkpoint_path}.")
         require(type(self).__name__, None, {"timm": "timm"})
@@ -110,10 +129,9 @@ class HFBackbone(FrozenBackbone):
     """
 
     def __init__(self, name_or_path: str, clip_seconds: float | None = None) -> None:
-        if not isinstance(name_or_path, (str, Path)) or not str(name_or_path):
-            raise TypeError(f"`name_or_path` must be a model folder or hub name, got {name_or_path!r}.")
-        if clip_seconds is not None:
-            check_positive(clip_seconds, "clip_seconds")
+        check_args(
+            {"name_or_path": name_or_path, "clip_seconds": clip_seconds}, _HF_TYPES, _HF_ARGS, HFBackbone
+        )
         require(type(self).__name__, None, {"transformers": "transformers"})
         import transformers
 

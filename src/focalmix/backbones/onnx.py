@@ -11,20 +11,42 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from focalmix._checks import ArgumentValueError, Instance, Satisfies, check_one
 from focalmix.backbones._frozen import (
+    NUM_THREADS,
+    NUM_THREADS_TYPE,
+    SECONDS,
+    SECONDS_TYPE,
     FrozenBackbone,
     OnnxSessions,
+    check_args,
     check_batch,
-    check_int,
-    check_num_threads,
-    check_positive,
+    int_at_least,
+    int_type,
     require,
     sha256_files,
 )
-from focalmix.backbones.spec import InputSpec
+from focalmix.backbones.spec import KIND, InputSpec
 
 _PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime"}
 _RANK = {"audio": 2, "image": 4}  # (B, samples) and (B, 3, H, W)
+_PATH = Instance((str, Path), "a path to an .onnx file")
+_SIZES = "an int >= 1 or (height, width)"
+# types first, told the whole rule ("`sample_rate` must be an int >= 1, got 1.5 (float)."), then values
+_TYPES = {
+    "sample_rate": [None, int_type(1)],
+    "clip_seconds": [None, *SECONDS_TYPE],
+    "image_size": [None, Instance((int, list, tuple), _SIZES)],
+    "num_threads": NUM_THREADS_TYPE,
+}
+_ARGS = {
+    "sample_rate": [None, int_at_least(1)],
+    "clip_seconds": [None, *SECONDS],
+    "image_size": [None, Satisfies((int, list, tuple), lambda v: _sizes_ok(v), _SIZES)],
+    "mean": [None, Satisfies(object, lambda v: _rgb(v), "3 numbers (R, G, B)")],
+    "std": [None, Satisfies(object, lambda v: _rgb(v) and min(v) > 0, "3 numbers > 0")],
+    "num_threads": NUM_THREADS,
+}
 
 
 class OnnxBackbone(OnnxSessions, FrozenBackbone):
@@ -75,8 +97,12 @@ class OnnxBackbone(OnnxSessions, FrozenBackbone):
         output_name: str | None = None,
         num_threads: int | None = None,
     ) -> None:
-        _check_args(path, kind, sample_rate, clip_seconds, image_size, mean, std)
-        check_num_threads(num_threads)
+        _check_path_and_kind(path, kind)
+        given = dict(
+            sample_rate=sample_rate, clip_seconds=clip_seconds, image_size=image_size, mean=mean, std=std
+        )
+        _check_kind_settings(kind, given)
+        check_args({**given, "num_threads": num_threads}, _TYPES, _ARGS, OnnxBackbone)
         require(type(self).__name__, "export", _PACKAGES)
         super().__init__()
         self.path, self.kind, self.num_threads = str(path), kind, num_threads
@@ -160,38 +186,36 @@ class OnnxBackbone(OnnxSessions, FrozenBackbone):
         return torch.from_numpy(features).to(x.device)
 
 
-def _check_args(
-    path: Any, kind: Any, sample_rate: Any, clip_seconds: Any, image_size: Any, mean: Any, std: Any
-) -> None:
-    """The constructor's checks: types and ranges, and that each setting belongs to ``kind``."""
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"`path` must be a path to an .onnx file, got {path!r}.")
+def _check_path_and_kind(path: Any, kind: Any) -> None:
+    check_one(path, "path", [_PATH], OnnxBackbone)
     if not Path(path).is_file():
         raise FileNotFoundError(f"`path`: no ONNX file at {path}; export your feature extractor there first.")
-    if kind not in _RANK:
-        raise ValueError(f"`kind` must be 'audio' or 'image', got {kind!r}.")
-    audio_only = {"sample_rate": sample_rate, "clip_seconds": clip_seconds}
-    image_only = {"image_size": image_size, "mean": mean, "std": std}
-    for name, value in (image_only if kind == "audio" else audio_only).items():
-        if value is not None:
-            raise ValueError(
-                f"`{name}` is for kind={'image' if kind == 'audio' else 'audio'!r}; got {value!r}."
+    check_one(kind, "kind", [KIND], OnnxBackbone)
+
+
+def _check_kind_settings(kind: str, given: dict[str, Any]) -> None:
+    """Each setting belongs to one kind: ``image_size``, ``mean`` and ``std`` are for images only."""
+    other = "image" if kind == "audio" else "audio"
+    for name in ("image_size", "mean", "std") if kind == "audio" else ("sample_rate", "clip_seconds"):
+        if given[name] is not None:
+            raise ArgumentValueError(
+                f"`{name}` is for kind={other!r}; got {given[name]!r}.", name, OnnxBackbone
             )
-    if sample_rate is not None:
-        check_int(sample_rate, "sample_rate", 1)
-    if clip_seconds is not None:
-        check_positive(clip_seconds, "clip_seconds")
-    if image_size is not None:
-        sizes = list(image_size) if isinstance(image_size, (list, tuple)) else [image_size]
-        if len(sizes) not in (1, 2):
-            raise ValueError(f"`image_size` must be an int or (height, width), got {image_size!r}.")
-        for size in sizes:
-            check_int(size, "image_size", 1)
-    for name, values in (("mean", mean), ("std", std)):
-        if values is not None and (len(values) != 3 or any(not isinstance(v, (int, float)) for v in values)):
-            raise ValueError(f"`{name}` must be 3 numbers (R, G, B), got {values!r}.")
-    if std is not None and min(std) <= 0:
-        raise ValueError(f"`std` must be 3 numbers > 0, got {std!r}.")
+
+
+def _sizes_ok(value: Any) -> bool:
+    sizes = list(value) if isinstance(value, (list, tuple)) else [value]
+    return len(sizes) in (1, 2) and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes
+    )
+
+
+def _rgb(values: Any) -> bool:
+    """Three numbers (R, G, B)."""
+    try:
+        return len(values) == 3 and all(isinstance(v, (int, float)) for v in values)
+    except TypeError:  # no len(): not a sequence
+        return False
 
 
 def _floats(values: Sequence[float] | None) -> list[float] | None:

