@@ -42,7 +42,7 @@ def test_good_values_pass_and_return():
         ("dropout", True, ArgumentTypeError, "`dropout` must be a float, got True (bool)."),
         ("num_classes", 1, ArgumentValueError, "`num_classes` must be >= 2, got 1."),
         ("num_classes", 2.0, ArgumentTypeError, "`num_classes` must be an int, got 2.0 (float)."),
-        ("task", "binray", ArgumentValueError, "`task` must be one of ('binary', 'multiclass'), got 'binray'."),
+        ("task", "bin", ArgumentValueError, "`task` must be one of ('binary', 'multiclass'), got 'bin'."),
         ("seed", -1, ArgumentValueError, "`seed` must be >= 0, got -1."),
         ("seed", "1", ArgumentTypeError, "`seed` must be an int or None, got '1' (str)."),
         ("names", "a", ArgumentTypeError, "`names` must be a list of names or None, got 'a' (str)."),
@@ -81,3 +81,10 @@ def test_interval_bounds(interval, inside, outside):
         assert interval.value_ok(v), v
     for v in outside:
         assert not interval.value_ok(v), v
+
+
+def test_type_names_read_as_english():
+    with pytest.raises(ArgumentTypeError, match=r"`n` must be an int or a str, got 1.5 \(float\)"):
+        check_one(1.5, "n", [Satisfies((int, str), bool, "anything")])
+    with pytest.raises(ArgumentTypeError, match=r"`n` must be an int, got 'x'"):
+        check_one("x", "n", [Instance(int)])

@@ -9,7 +9,10 @@ error to its ``--group.name`` flag without reading the message or the traceback.
 
 Messages keep one form, the argument's name in backticks: ``\\`dropout\\` must be in [0, 1), got 1.5.``
 
-    >>> CONSTRAINTS = {"dropout": [Interval(float, 0, 1, closed="left")], "task": [Options("binary", "multiclass")]}
+    >>> CONSTRAINTS = {
+    ...     "dropout": [Interval(float, 0, 1, closed="left")],
+    ...     "task": [Options("binary", "multiclass")],
+    ... }
     >>> check({"dropout": 0.5, "task": "binary"}, CONSTRAINTS)
     >>> check({"dropout": 1.5, "task": "binary"}, CONSTRAINTS)
     Traceback (most recent call last):
@@ -164,8 +167,7 @@ class Instance:
     def type_name(self) -> str:
         if self.name:
             return self.name
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        return " or ".join(f"a {k.__name__}" for k in kinds)
+        return _kind_names(self.kind)
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,7 @@ class Satisfies:
         return self.description
 
     def type_name(self) -> str:
-        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
-        return " or ".join(f"a {k.__name__}" for k in kinds)
+        return _kind_names(self.kind)
 
 
 Constraint = Interval | Options | Instance | Satisfies | None
@@ -233,6 +234,12 @@ def check(
     for name, allowed in constraints.items():
         if name in params:
             check_one(params[name], name, allowed, owner)
+
+
+def _kind_names(kind: type | tuple[type, ...]) -> str:
+    """``(int, str)`` -> "an int or a str"."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(("an " if k.__name__[0] in "aeiou" else "a ") + k.__name__ for k in kinds)
 
 
 def _infinite(bound: float | None) -> bool:
