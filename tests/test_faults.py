@@ -44,6 +44,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
+@pytest.mark.exhaustive  # the quick run's shuffled-late-SIGKILL case resumes from the same epoch-2 checkpoint
 @pytest.mark.parametrize("balanced", [False, True], ids=["shuffled", "balanced"])
 def test_a_run_killed_after_epoch_2_resumes_to_the_same_weights(tmp_path, balanced):
     extra = ["--data.balanced_sampling", "true"] if balanced else []
@@ -81,13 +82,24 @@ POINTS = {"early": (0, 3), "epoch_start": (2, 0), "late": (3, 10)}
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGKILL: -signal.SIGKILL}
 
 
+# The quick run (CI) takes a diagonal: every signal once and every point once, and balanced sampling once;
+# `pytest -m exhaustive` runs the other combinations (each is two more CLI processes).
+QUICK = {("shuffled", "early", "SIGINT"), ("shuffled", "epoch_start", "SIGTERM"),
+         ("shuffled", "late", "SIGKILL"), ("balanced", "early", "SIGTERM")}  # fmt: skip
+CASES = [
+    pytest.param(
+        sampling, point, signum, id=f"{sampling}-{point}-{signum.name}",
+        marks=() if (sampling, point, signum.name) in QUICK else pytest.mark.exhaustive,
+    )  # fmt: skip
+    for sampling in ("shuffled", "balanced")
+    for point in (POINTS if sampling == "shuffled" else ["early"])  # balanced: the same resumable loader
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL)
+]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
-@pytest.mark.parametrize("point", list(POINTS))
-@pytest.mark.parametrize("sampling", ["shuffled", "balanced"])
+@pytest.mark.parametrize("sampling, point, signum", CASES)
 def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, uninterrupted, signum, point, sampling):
-    if sampling == "balanced" and point != "early":
-        pytest.skip("balanced sampling: one point is enough (the same resumable loader)")
     extra = ["--data.balanced_sampling", "true"] if sampling == "balanced" else []
     epoch, batch = POINTS[point]
     stopped = _focalmix(
