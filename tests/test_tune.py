@@ -16,12 +16,12 @@ from optuna.trial import TrialState
 from focalmix.cli import FocalMixCLI
 from focalmix.tune import (
     TrialSeededSampler,
-    suggest,
     check_space,
     load_space,
     main,
     metric_direction,
     open_study,
+    suggest,
     valid_parameters,
 )
 
