@@ -16,12 +16,12 @@ from optuna.trial import TrialState
 from focalmix.cli import FocalMixCLI
 from focalmix.tune import (
     TrialSeededSampler,
-    _suggest,
     check_space,
     load_space,
     main,
     metric_direction,
     open_study,
+    suggest,
     valid_parameters,
 )
 
@@ -125,11 +125,11 @@ def test_workers_with_one_seed_draw_different_params(tmp_path):
     url, space = f"sqlite:///{tmp_path / 's.db'}", load_space(None)
     workers = [open_study(url, "s", "maximize", TrialSeededSampler(0), None) for _ in range(2)]
     trials = [workers[i % 2].ask() for i in range(4)]  # running at once, as on two machines
-    params = [tuple(_suggest(t, n, s) for n, s in space.items()) for t in trials]
+    params = [tuple(suggest(t, n, s) for n, s in space.items()) for t in trials]
     assert len(set(params)) == 4
     again = open_study(f"sqlite:///{tmp_path / 'r.db'}", "s", "maximize", TrialSeededSampler(0), None)
     first = again.ask()
-    assert tuple(_suggest(first, n, s) for n, s in space.items()) == params[0]  # reproducible
+    assert tuple(suggest(first, n, s) for n, s in space.items()) == params[0]  # reproducible
 
 
 @pytest.mark.parametrize(

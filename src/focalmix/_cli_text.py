@@ -1,6 +1,7 @@
 """The words of the ``focalmix`` command: presets, argument expansion, short errors and the short help.
 
-Plain text work on argv, parser errors and parser actions; :mod:`focalmix.cli` wires it into LightningCLI.
+Plain text work on argv, parser errors and parser actions; :mod:`focalmix.cli_base` wires it into
+LightningCLI. The lowest floor of the CLI: it imports no other CLI module.
 """
 
 from __future__ import annotations
@@ -10,16 +11,26 @@ import importlib.resources
 import json
 import re
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+# Imported before focalmix.console, so `--help_all` lists Lightning's callbacks before ours, as it always did
+from lightning.pytorch.cli import LightningArgumentParser
 
 from focalmix.console import plain
 
-if TYPE_CHECKING:
-    from lightning.pytorch.cli import LightningArgumentParser
-
-    from focalmix.cli import FocalMixCLI
-
+# Datamodule attributes the model is built from (linked by the CLI, read after the datamodule is created;
+# hidden from the short help, and taken from the data, never the checkpoint, when one is loaded).
+LINKS = (
+    "num_features",
+    "num_classes",
+    "task",
+    "input_shape",
+    "class_names",
+    "feature_names",
+    "preprocessing",
+)
 PRESETS = ("fast", "balanced", "max_accuracy")
 COMMANDS = ("fit", "validate", "test", "predict", "report", "tune", "export")
 _DESCRIPTIONS = {
@@ -104,8 +115,15 @@ def suggest_flag(flag: str, valid: list[str]) -> str | None:
     return _did_you_mean(flag, valid)
 
 
-def parse_error_message(exc: BaseException, cli: FocalMixCLI | None = None, argv: list[str] | None = None):
+def parse_error_message(
+    exc: BaseException,
+    valid_flags: Callable[[str | None], list[str]] | None = None,
+    argv: list[str] | None = None,
+):
     """``(message, hint)`` for a jsonargparse parse error: short, naming the flag, with a suggestion.
+
+    ``valid_flags(subcommand)``: the flags of a subcommand (None: of the main parser), for the suggestion
+    after an unknown flag.
 
     Example:
         >>> from jsonargparse import ArgumentError
@@ -118,9 +136,8 @@ def parse_error_message(exc: BaseException, cli: FocalMixCLI | None = None, argv
     if text.startswith("unrecognized arguments:"):
         flag = next((t for t in text.split(":", 1)[1].split() if t.startswith("-")), text.split()[-1])
         flag = flag.split("=", 1)[0]
-        valid = (
-            cli._valid_flags(sub if sub in ("fit", "validate", "test", "predict") else None) if cli else []
-        )
+        command = sub if sub in ("fit", "validate", "test", "predict") else None
+        valid = valid_flags(command) if valid_flags else []
         hint = suggest_flag(flag, valid)
         return f"unknown argument {flag}", (
             hint or ""
