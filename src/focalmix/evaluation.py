@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from focalmix import calibration as fm_calibration
 from focalmix import metrics as fm_metrics
 
-__all__ = ["GRID", "Decision", "Evaluator", "probabilities"]
+__all__ = ["GRID", "Decision", "Evaluator", "EvaluatorAttribute", "background_logits", "probabilities"]
 
 GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
 STAGES = ("val", "test")
@@ -139,7 +139,7 @@ class Evaluator(nn.Module):
         logits, target = (getattr(self, f"{stage}_{k}").compute() for k in ("logits", "targets"))
         for name in ("loss", "logits", "targets"):
             getattr(self, f"{stage}_{name}").reset()
-        if logits.numel() == 0:
+        if not isinstance(logits, Tensor) or logits.numel() == 0:  # CatMetric: [] before any update
             return None
         task, num_classes = self.task, self.num_classes
         logits = logits.reshape(-1, num_classes) if task != "binary" else logits.reshape(-1)
@@ -231,3 +231,32 @@ class Evaluator(nn.Module):
         stats = fm_metrics.threshold_counts(probs, target, decision.threshold.view(1))
         at = {k: v.reshape(-1)[0] for k, v in fm_metrics.rates(stats).items()}
         return {**at, "threshold": decision.threshold.clone()}
+
+
+def background_logits(
+    datamodule: Any, head: Callable[[Tensor], Tensor], device: torch.device
+) -> tuple[Tensor, dict[str, Any]] | None:
+    """Logits of the datamodule's background windows (for FA/h) and their settings, or None.
+
+    ``head`` maps the windows' backbone features (``background["features"]``) to logits.
+    """
+    dm = datamodule
+    background = getattr(dm, "background", None)
+    if background is None:
+        return None
+    with torch.no_grad():
+        logits = head(background["features"].to(device))
+    return logits, {**background, **dm.wakeword_settings}
+
+
+class EvaluatorAttribute:
+    """An attribute of the classifier that its :class:`Evaluator` (``obj.evaluator``) keeps, same name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        return self if obj is None else getattr(obj.evaluator, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        setattr(obj.evaluator, self.name, value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from functools import partial
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -13,28 +14,25 @@ from torch import Tensor, nn
 
 from focalmix import calibration as fm_calibration
 from focalmix import optim
-from focalmix._checks import ArgumentTypeError, ArgumentValueError, Instance, Interval, Options, check
+from focalmix.arguments import backbone_hparams, check_arguments, unsaved_module
 from focalmix.backbones import build_backbone, feature_size
-from focalmix.evaluation import Decision, Evaluator, probabilities
-from focalmix.faults import capture_rng_state, restore_rng_state
-from focalmix.losses import TASKS, check_alpha, focal_mixup_loss
+from focalmix.evaluation import Decision, Evaluator, background_logits, probabilities
+from focalmix.evaluation import EvaluatorAttribute as _Kept
+from focalmix.faults import capture_rng_state
+from focalmix.losses import focal_mixup_loss
 from focalmix.mixup import mixup
 from focalmix.preprocessing import InputEncoder, check_same_spec
+from focalmix.training import (
+    auto_alpha,  # noqa: F401 (focalmix.module.auto_alpha, as before)
+    effective_batch,
+    has_features,
+    mixup_stream,
+    quiet_lightning_advice,
+    take_training_statistics,
+    unpack,
+)
 
 _RESIZABLE_BUFFERS = ("input_mean", "input_std", "feature_mean", "feature_std", "alpha_weights")
-
-
-class _Delegated:
-    """An attribute of the classifier that its :class:`~focalmix.evaluation.Evaluator` keeps."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
-        return self if obj is None else getattr(obj.evaluator, self.name)
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        setattr(obj.evaluator, self.name, value)
 
 
 class FocalMixClassifier(pl.LightningModule):
@@ -117,9 +115,9 @@ class FocalMixClassifier(pl.LightningModule):
     """
 
     # kept by the evaluator (gathered validation/test rows, the wake-word table), under their old names
-    val_loss, val_logits, val_targets = _Delegated(), _Delegated(), _Delegated()
-    test_loss, test_logits, test_targets = _Delegated(), _Delegated(), _Delegated()
-    wakeword_table = _Delegated()  # FRR and FA/h per threshold (background_source); saved in the checkpoint
+    val_loss, val_logits, val_targets = _Kept(), _Kept(), _Kept()
+    test_loss, test_logits, test_targets = _Kept(), _Kept(), _Kept()
+    wakeword_table = _Kept()  # FRR and FA/h per threshold (background_source); saved in the checkpoint
 
     def __init__(
         self,
@@ -159,12 +157,12 @@ class FocalMixClassifier(pl.LightningModule):
         if input_shape is not None:
             input_shape = tuple(int(s) for s in input_shape)
             num_features = num_features or math.prod(input_shape)
-        _validate(locals())
-        unsaved = _unsaved_module(backbone)
+        check_arguments(locals(), owner=FocalMixClassifier)
+        unsaved = unsaved_module(backbone)
         self.save_hyperparameters(ignore=["backbone"] if unsaved else None)
         if unsaved and callable(getattr(backbone, "config", None)):
             # a pretrained adapter rebuilds from its class path and config: checkpoints stay self-contained
-            self.hparams["backbone"] = _class_path(backbone)
+            self.hparams["backbone"] = backbone_hparams(backbone)
         self.encoder = None if preprocessing is None else InputEncoder(preprocessing)
         if self.encoder is not None:
             num_features, input_shape = self.encoder.out_features, (self.encoder.out_features,)
@@ -287,10 +285,10 @@ class FocalMixClassifier(pl.LightningModule):
         return focal_mixup_loss(logits, target, lam, perm, **options)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = _unpack(batch)
+        x, y = unpack(batch)
         # Mix encoded features: mixing category codes or NaN would invent categories and spread gaps.
         # Cached features of a frozen backbone are mixed as they are and go to the head alone.
-        cached = _has_features(batch)
+        cached = has_features(batch)
         x, lam, perm = mixup(
             x if cached else self._encode(x), self.hparams.mixup_alpha, self._mixup_generator
         )
@@ -316,14 +314,14 @@ class FocalMixClassifier(pl.LightningModule):
         self._eval_step("test", batch)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        if _has_features(batch):
+        if has_features(batch):
             return self._to_probs(self.calibrate_logits(self._head_logits(batch["features"])))
         x = batch["x"] if isinstance(batch, dict) else batch[0] if isinstance(batch, list | tuple) else batch
         return self.predict_proba(x)
 
     def _eval_step(self, stage: str, batch: Any) -> None:
-        x, y = _unpack(batch)
-        logits = self._head_logits(x) if _has_features(batch) else self(x)
+        x, y = unpack(batch)
+        logits = self._head_logits(x) if has_features(batch) else self(x)
         self.evaluator.update(stage, logits, y, self._criterion(logits, y, reduction="none"))
 
     def on_validation_epoch_end(self) -> None:
@@ -333,9 +331,8 @@ class FocalMixClassifier(pl.LightningModule):
         self._log_epoch_metrics("test")
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        result = self.evaluator.epoch_end(
-            stage, self._decision(), fitting=self._fitting(), background=lambda: _background_logits(self)
-        )
+        bg = partial(background_logits, self._datamodule(), self._head_logits, self.device)
+        result = self.evaluator.epoch_end(stage, self._decision(), fitting=self._fitting(), background=bg)
         if result is None:
             return
         loss, values = result
@@ -353,6 +350,9 @@ class FocalMixClassifier(pl.LightningModule):
     def _calibration_method(self) -> str:
         return self.evaluator.calibration_method
 
+    def _datamodule(self) -> Any:
+        return getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+
     def _fitting(self) -> bool:
         trainer = self._trainer
         return trainer is not None and trainer.state.fn == "fit" and not trainer.sanity_checking
@@ -360,13 +360,13 @@ class FocalMixClassifier(pl.LightningModule):
     # ---- optimization --------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        datamodule = self._datamodule()
         if datamodule is not None:
             check_same_spec(self.hparams.get("preprocessing"), getattr(datamodule, "preprocessing", None))
-        _quiet_lightning_advice(self.trainer.world_size if self._trainer is not None else 1, fit_frozen=(
-            stage == "fit" and self._backbone_frozen()))  # fmt: skip
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        quiet_lightning_advice(world_size, fit_frozen=stage == "fit" and self._backbone_frozen())
         if stage == "fit" and datamodule is not None:
-            _take_training_statistics(self, datamodule)
+            take_training_statistics(self, datamodule, self._backbone_frozen())
 
     def on_train_start(self) -> None:
         scheduler = self.lr_schedulers()
@@ -377,7 +377,7 @@ class FocalMixClassifier(pl.LightningModule):
             logger.log_metrics(getattr(self, "_effective", {}), step=self.global_step)
         self.on_train_epoch_start()  # Lightning skips that hook when a run resumes mid-epoch
         # (restored here, after the sanity check, whose loader draws from torch's global stream)
-        self._mixup_generator = _mixup_stream(
+        self._mixup_generator = mixup_stream(
             self._resumed_rng, self.trainer.world_size, self.global_rank, self.global_step
         )
         self._resumed_rng = None
@@ -403,7 +403,7 @@ class FocalMixClassifier(pl.LightningModule):
         self.wakeword_table = checkpoint.get("focalmix_wakeword")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        total, batch = self.trainer.estimated_stepping_batches, _effective_batch(self.trainer)
+        total, batch = self.trainer.estimated_stepping_batches, effective_batch(self.trainer)
         optimizer, scheduler, lr = optim.recipe(self.parameters(), self.hparams, total, batch)
         rank_zero_info(
             f"focalmix: effective batch size {batch or 'unknown'}, peak learning rate {lr:.3g} "
@@ -411,33 +411,6 @@ class FocalMixClassifier(pl.LightningModule):
         )
         self._effective = {"effective_batch_size": float(batch or 0), "effective_peak_lr": lr}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-
-def auto_alpha(task: str, class_counts: Any) -> Tensor:
-    """Resolve ``focal_alpha="auto"`` from the training split's class counts.
-
-    Binary (counts of class 0 and class 1) and multilabel (per label: ``(negatives, positives)`` pairs,
-    shape (C, 2)): ``alpha = n_neg / n``, the weight of the positives, so that both classes carry the same
-    total weight, clipped to [0.25, 0.75] (the range of the spec's alpha guidelines: focal loss already
-    shifts weight towards the rare class's hard examples, and an alpha near 1 would drown the negatives).
-    Multiclass: ``n / (C * n_c)`` per class, scikit-learn's ``class_weight="balanced"``.
-
-    Example:
-        >>> auto_alpha("binary", [90, 10]).item()
-        0.75
-        >>> [round(w, 3) for w in auto_alpha("multiclass", [50, 25, 25]).tolist()]
-        [0.667, 1.333, 1.333]
-    """
-    counts = torch.as_tensor(class_counts, dtype=torch.float32)
-    if task == "multiclass":
-        return counts.sum() / (len(counts) * counts.clamp_min(1))
-    return (counts[..., 0] / counts.sum(-1)).clamp(0.25, 0.75)
-
-
-def _class_path(backbone: nn.Module) -> dict[str, Any]:
-    """A pretrained adapter as the hyperparameters hold it: its class path and its ``config()``."""
-    cls = type(backbone)
-    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": backbone.config()}
 
 
 def _register_buffers(model: nn.Module, task: str, num_classes: int, focal_alpha: Any) -> None:
@@ -455,159 +428,3 @@ def _register_buffers(model: nn.Module, task: str, num_classes: int, focal_alpha
     shape = (num_classes,) if task == "multilabel" else ()
     model.register_buffer("calibration_scale", torch.ones(shape))
     model.register_buffer("calibration_bias", torch.zeros(shape))
-
-
-def _background_logits(model: FocalMixClassifier) -> tuple[Tensor, dict] | None:
-    """Logits of the datamodule's background windows (for FA/h) and their settings, or None."""
-    dm = getattr(model._trainer, "datamodule", None) if model._trainer is not None else None
-    background = getattr(dm, "background", None)
-    if background is None:
-        return None
-    with torch.no_grad():
-        logits = model._head_logits(background["features"].to(model.device))
-    return logits, {**background, **dm.wakeword_settings}
-
-
-def _quiet_lightning_advice(world_size: int, fit_frozen: bool) -> None:
-    if world_size > 1:
-        # Lightning advises sync_dist for epoch-level values under DDP; ours are computed from states
-        # gathered over every rank (identical everywhere), so the advice is noise (12 lines an epoch)
-        warnings.filterwarnings("ignore", r".*self\.log\('(val|test)/.*on epoch level in distributed")
-    if fit_frozen:
-        # Lightning warns about modules left in eval mode: a frozen backbone is, on purpose.
-        warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
-
-
-def _take_training_statistics(model: FocalMixClassifier, datamodule: Any) -> None:
-    """At fit: the datamodule's input (and frozen features') standardization, and ``focal_alpha="auto"``."""
-    norm = getattr(datamodule, "normalization", None)
-    if norm is not None:
-        model.set_normalization(*norm)
-    feature_norm = getattr(datamodule, "feature_normalization", None)
-    if feature_norm is not None and model._backbone_frozen():
-        model.feature_mean, model.feature_std = (t.to(model.device) for t in feature_norm)
-    if model.hparams.focal_alpha == "auto":
-        counts = torch.as_tensor(datamodule.class_counts)
-        if model.hparams.task == "multilabel":  # positives per label -> (negatives, positives)
-            counts = torch.stack([len(datamodule.train_dataset) - counts, counts], dim=-1)
-        model.alpha_weights = auto_alpha(model.hparams.task, counts).to(model.device)
-
-
-def _mixup_stream(saved: dict[str, Any] | None, world_size: int, rank: int, step: int) -> torch.Generator:
-    """The generator mixup draws from: the checkpoint's streams when a run resumes, else a fresh seed."""
-    generator = torch.Generator()
-    if saved is not None and saved.get("world_size") == world_size == 1:
-        # Exact resumption: the random streams continue where the checkpoint's run left them.
-        restore_rng_state(saved["global"])
-        generator.set_state(saved["mixup"])
-    else:
-        generator.manual_seed(hash((torch.initial_seed(), rank, step)) % 2**63)  # distinct per rank
-    return generator
-
-
-def _effective_batch(trainer: Any) -> int | None:
-    """Samples per optimizer step over all processes, or None when the loader has no batch size."""
-    batch_size = getattr(getattr(trainer, "datamodule", None), "batch_size", None)
-    if batch_size is None:
-        batch_size = getattr(trainer.train_dataloader, "batch_size", None)
-    if batch_size is None:
-        return None
-    return batch_size * trainer.world_size * trainer.accumulate_grad_batches
-
-
-def _unsaved_module(backbone: Any) -> bool:
-    """A backbone object the hyperparameters cannot hold, unless LightningCLI gave its class_path dict."""
-    if not isinstance(backbone, nn.Module):
-        return False
-    try:  # LightningCLI's instantiator hands the config (with the backbone's class_path) to hparams
-        from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-    except ImportError:  # pragma: no cover - a Lightning without it: the object is not saved
-        return True
-    return not isinstance((_given_hyperparameters.get() or {}).get("backbone"), dict)
-
-
-def _has_features(batch: Any) -> bool:
-    return isinstance(batch, dict) and "features" in batch
-
-
-def _unpack(batch: Any) -> tuple[Tensor, Tensor]:
-    """(inputs, targets): ``"x"``, or ``"features"`` (a frozen backbone's cached output), and ``"y"``."""
-    if isinstance(batch, dict):
-        x = batch.get("features", batch.get("x"))
-        if x is None or "y" not in batch:
-            raise KeyError(
-                f"a batch dict needs keys 'x' and 'y' (or 'features' and 'y'), got {sorted(batch)}."
-            )
-        return x, batch["y"]
-    if isinstance(batch, list | tuple) and len(batch) >= 2:
-        return batch[0], batch[1]
-    raise TypeError(
-        f"a batch must be a dict with 'x' and 'y' or an (x, y) tuple, got {type(batch).__name__}."
-    )
-
-
-_POSITIVE = Interval(float, 0, None, closed="neither")
-# One line per argument: types and ranges (see focalmix._checks); the rules across arguments are below.
-_CONSTRAINTS = {
-    "backbone": [None, Instance((nn.Module, dict), "an nn.Module, a class_path dict")],
-    "task": [Options(*TASKS)],
-    "num_classes": [Interval(int, 1)],
-    "num_features": [None, Interval(int, 1)],
-    "backbone_features": [None, Interval(int, 1)],
-    "reference_batch_size": [Interval(int, 1)],
-    "dropout": [Interval(float, 0, 1, closed="left")],
-    "label_smoothing": [Interval(float, 0, 1, closed="left")],
-    "base_momentum": [Interval(float, 0, 1, closed="left")],
-    "max_momentum": [Interval(float, 0, 1, closed="left")],
-    "learning_rate": [_POSITIVE],
-    "div_factor": [_POSITIVE],
-    "final_div_factor": [_POSITIVE],
-    "weight_decay": [Interval(float, 0)],
-    "focal_gamma": [Interval(float, 0)],
-    "mixup_alpha": [Interval(float, 0)],
-    "warmup_pct": [Interval(float, 0, 1, closed="neither")],
-    "max_fpr": [Interval(float, 0, 1, closed="neither")],
-    "max_fa_per_hour": [_POSITIVE],
-    "anneal_strategy": [Options("cos", "linear")],
-    "lr_scaling": [Options(*optim.SCALINGS)],
-    "threshold_metric": [Options("f1", "fpr", "fa_per_hour", "none")],
-    "calibration": [Options(*fm_calibration.METHODS)],
-    "preprocessing": [None, Instance(dict, "a dict (a datamodule's fitted spec)")],
-}
-
-
-def _validate(args: dict[str, Any]) -> None:
-    """Check every constructor argument, so a bad config fails when it is parsed."""
-    a, owner = args, FocalMixClassifier
-    check(a, _CONSTRAINTS, owner=owner)
-
-    def bad(argument: str, message: str) -> ArgumentValueError:
-        return ArgumentValueError(message, argument=argument, owner=owner)
-
-    task, num_classes = a["task"], a["num_classes"]
-    if task == "binary" and num_classes != 2:
-        raise bad("num_classes", f"`num_classes` must be 2 for task='binary', got {num_classes}.")
-    if task == "multiclass" and num_classes < 2:
-        raise bad("num_classes", f"`num_classes` must be >= 2 for task='multiclass', got {num_classes}.")
-    if a["base_momentum"] > a["max_momentum"]:
-        message = f"`base_momentum` ({a['base_momentum']}) must be <= `max_momentum` ({a['max_momentum']})."
-        raise bad("base_momentum", message)
-    if a["calibration"] == "platt" and task == "multiclass":
-        raise bad(
-            "calibration",
-            "`calibration`='platt' scales each output on its own and would break the softmax of a"
-            " multiclass task; use 'temperature' (or 'auto').",
-        )
-    if a["calibration"] == "temperature" and task == "multilabel":
-        message = "`calibration`='temperature' needs a binary or multiclass task; use 'platt' or 'auto'."
-        raise bad("calibration", message)
-    if a["focal_alpha"] != "auto":
-        try:
-            check_alpha(a["focal_alpha"], task, num_classes, name="focal_alpha")
-        except TypeError as exc:
-            raise ArgumentTypeError(str(exc), argument="focal_alpha", owner=owner) from None
-        except ValueError as exc:
-            raise bad("focal_alpha", str(exc)) from None
-    for name, want in (("class_names", num_classes), ("feature_names", a["num_features"])):
-        if a[name] is not None and want is not None and len(a[name]) != want:
-            raise bad(name, f"`{name}` must have {want} entries, got {len(a[name])}: {a[name]}.")
