@@ -336,6 +336,24 @@ def test_argument_errors_carry_the_argument_and_the_owner(kwargs, exc, argument)
     assert info.value.argument == argument and info.value.owner is FocalMixClassifier
 
 
+def test_loss_targets_are_checked_on_each_epochs_first_batch_only(tmp_path, monkeypatch):
+    """The loss options were checked in __init__: training steps do not check them again."""
+    import focalmix.module
+
+    calls = []
+    real = focalmix.module.focal_mixup_loss
+
+    def recording(*args, validate_args=True, **kwargs):
+        calls.append((kwargs["reduction"], validate_args))
+        return real(*args, validate_args=validate_args, **kwargs)
+
+    monkeypatch.setattr(focalmix.module, "focal_mixup_loss", recording)
+    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0).fit(
+        FocalMixClassifier(num_features=6), _loaders()[0]
+    )
+    assert calls == [("mean", True), ("mean", False), ("mean", False)] * 2
+
+
 def test_default_mlp_needs_num_features():
     with pytest.raises(ValueError, match="needs `num_features`"):
         FocalMixClassifier()
