@@ -235,6 +235,8 @@ def test_bad_input_is_rejected():
         fit_platt(z, torch.full((10,), 2.0))
     with pytest.raises(ValueError, match="max_iter"):
         fit_platt(z, torch.zeros(10), max_iter=0)
+    with pytest.raises(TypeError, match="max_iter"):
+        fit_platt(z, torch.zeros(10), max_iter=2.5)
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         fit_temperature(z, torch.zeros(10, dtype=torch.long))
     with pytest.raises(TypeError, match="integer class indices"):

@@ -265,7 +265,6 @@ def test_findings_are_frozen_and_named_by_the_rules():
     "kwargs, match",
     [
         ({"window": 1}, r"`window` must be >= 2, got 1"),
-        ({"window": 2.5}, r"`window` must be an int, got 2.5"),
         ({"min_epochs": 3}, r"`min_epochs` must be >= window \(5\), got 3"),
         ({"min_decrease": 0.0}, r"`min_decrease` must be in \(0, 1\), got 0.0"),
         ({"overfit_min_rise": -0.1}, r"`overfit_min_rise` must be > 0, got -0.1"),
@@ -282,6 +281,16 @@ def test_bad_thresholds_name_themselves(kwargs, match):
     if "patience" not in kwargs:
         with pytest.raises(ValueError, match=match):
             TrainingDiagnostics(**kwargs)
+
+
+def test_non_int_thresholds_are_type_errors():
+    match = r"`window` must be an int, got 2.5"
+    with pytest.raises(TypeError, match=match):
+        check_thresholds(window=2.5)
+    with pytest.raises(TypeError, match=match):
+        diagnose([0.1] * 10, [0.1] * 10, window=2.5)
+    with pytest.raises(TypeError, match=match):
+        TrainingDiagnostics(window=2.5)
 
 
 def test_curves_of_different_lengths_are_rejected():

@@ -12,6 +12,7 @@ from torch.testing import assert_close
 from torch.utils.data import DataLoader, TensorDataset
 
 from focalmix import FocalMixClassifier
+from focalmix._checks import ArgumentTypeError, ArgumentValueError
 from focalmix.losses import focal_loss
 from focalmix.trust import UntrustedClassError, trusting
 from tests.conftest import quiet_trainer
@@ -313,6 +314,44 @@ BAD_ARGS = [
 def test_invalid_arguments_name_themselves(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         FocalMixClassifier(**{"num_features": 6, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, argument",
+    [
+        (dict(dropout=1.0), ArgumentValueError, "dropout"),
+        (dict(reference_batch_size=8.0), ArgumentTypeError, "reference_batch_size"),  # a non-int: TypeError
+        (dict(num_features=6.0), ArgumentTypeError, "num_features"),
+        (dict(num_classes=3), ArgumentValueError, "num_classes"),  # the rules across arguments too
+        (dict(base_momentum=0.96), ArgumentValueError, "base_momentum"),
+        (dict(focal_alpha=1.5), ArgumentValueError, "focal_alpha"),
+        (dict(focal_alpha="balanced"), ArgumentTypeError, "focal_alpha"),
+        (dict(task="multiclass", num_classes=3, calibration="platt"), ArgumentValueError, "calibration"),
+        (dict(feature_names=["a"]), ArgumentValueError, "feature_names"),
+    ],
+)
+def test_argument_errors_carry_the_argument_and_the_owner(kwargs, exc, argument):
+    with pytest.raises(exc) as info:
+        FocalMixClassifier(**{"num_features": 6, **kwargs})
+    assert info.value.argument == argument and info.value.owner is FocalMixClassifier
+
+
+def test_loss_targets_are_checked_on_each_epochs_first_batch_only(tmp_path, monkeypatch):
+    """The loss options were checked in __init__: training steps do not check them again."""
+    import focalmix.module
+
+    calls = []
+    real = focalmix.module.focal_mixup_loss
+
+    def recording(*args, validate_args=True, **kwargs):
+        calls.append((kwargs["reduction"], validate_args))
+        return real(*args, validate_args=validate_args, **kwargs)
+
+    monkeypatch.setattr(focalmix.module, "focal_mixup_loss", recording)
+    quiet_trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0).fit(
+        FocalMixClassifier(num_features=6), _loaders()[0]
+    )
+    assert calls == [("mean", True), ("mean", False), ("mean", False)] * 2
 
 
 def test_default_mlp_needs_num_features():

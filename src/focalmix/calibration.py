@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from focalmix._checks import Options, Satisfies, check_one
+
 # A temperature is clamped to [1 / _MAX_SCALE, _MAX_SCALE]: on rows the model separates perfectly the
 # NLL keeps falling as T -> 0, so an unclamped fit would return an arbitrary, huge scale.
 _MAX_SCALE = 100.0
@@ -49,7 +51,7 @@ def fit_platt(
         or a non-finite logit gets ``scale=1, bias=0``.
 
     Raises:
-        TypeError: for a non-tensor input.
+        TypeError: for a non-tensor input or a non-int ``max_iter``.
         ValueError: for mismatched shapes, more than 2 dimensions, targets outside [0, 1] or
             ``max_iter < 1``.
 
@@ -99,7 +101,7 @@ def fit_temperature(logits: Tensor, target: Tensor, max_iter: int = 100) -> tupl
         clamped to [0.01, 100]. No rows, one class present or a non-finite logit give ``(1, 0)``.
 
     Raises:
-        TypeError: for a non-tensor input or a floating-point ``target``.
+        TypeError: for a non-tensor input, a floating-point ``target`` or a non-int ``max_iter``.
         ValueError: for mismatched shapes, class indices outside [0, C) or ``max_iter < 1``.
 
     Example:
@@ -142,8 +144,7 @@ def resolve_method(task: str, method: str = "auto") -> str:
         >>> resolve_method("multiclass"), resolve_method("binary"), resolve_method("binary", "temperature")
         ('temperature', 'platt', 'temperature')
     """
-    if method not in METHODS:
-        raise ValueError(f"`calibration` must be one of {METHODS}, got {method!r}.")
+    check_one(method, "calibration", [Options(*METHODS)])
     if method == "auto":
         return "temperature" if task == "multiclass" else "platt"
     return method
@@ -206,8 +207,7 @@ def _check_tensors(logits: object, target: object, max_iter: int) -> None:
         raise TypeError(
             f"`logits` and `target` must be tensors, got {type(logits).__name__} and {type(target).__name__}."
         )
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be an int >= 1, got {max_iter!r}.")
+    check_one(max_iter, "max_iter", [Satisfies(int, lambda v: v >= 1, "an int >= 1")])
 
 
 def _fittable_columns(z: Tensor, t: Tensor) -> Tensor:

@@ -16,6 +16,8 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities.rank_zero import rank_zero_debug, rank_zero_info
 
+from focalmix._checks import ArgumentValueError, Instance, Interval, Satisfies, check
+
 RULES = ("not_decreasing", "overfitting", "slow_convergence")
 DEFAULTS: dict[str, int | float] = {
     "window": 5,
@@ -24,6 +26,15 @@ DEFAULTS: dict[str, int | float] = {
     "overfit_min_rise": 0.2,
     "slow_max_decrease": 0.3,
     "slow_min_steady": 0.75,
+}
+# Each threshold's type and range; `min_epochs` and `slow_max_decrease` also depend on another one.
+_CONSTRAINTS = {
+    "window": [Interval(int, 2)],
+    "min_epochs": [Interval(int)],
+    "min_decrease": [Interval(float, 0, 1, closed="neither")],
+    "overfit_min_rise": [Satisfies(float, lambda v: v > 0, "> 0")],  # inf turns the rule off
+    "slow_max_decrease": [Instance(float)],
+    "slow_min_steady": [Interval(float, 0.5, 1, closed="right")],
 }
 
 
@@ -79,6 +90,7 @@ def diagnose(
 
     Raises:
         ValueError: for curves of different lengths, or a threshold that is unknown or out of range.
+        TypeError: a non-int ``window`` or ``min_epochs``, or a threshold that is not a number.
 
     Example:
         >>> train = [0.7, 0.5, 0.4, 0.35, 0.33, 0.32, 0.31, 0.31, 0.3]
@@ -109,29 +121,27 @@ def check_thresholds(**thresholds: float) -> dict[str, Any]:
 
     Raises:
         ValueError: an unknown name or a value out of range, naming both.
+        TypeError: a non-int ``window`` or ``min_epochs``, or a threshold that is not a number.
 
     Example:
         >>> check_thresholds(window=4)["min_epochs"]
         8
     """
+    return _check_thresholds(thresholds)
+
+
+def _check_thresholds(thresholds: dict[str, Any], owner: type | None = None) -> dict[str, Any]:
     unknown = sorted(set(thresholds) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown diagnostics thresholds {unknown}; known ones are {sorted(DEFAULTS)}.")
     t = {**DEFAULTS, **thresholds}
-    for name in ("window", "min_epochs"):
-        if isinstance(t[name], bool) or not isinstance(t[name], int):
-            raise ValueError(f"`{name}` must be an int, got {t[name]!r}.")
-    checks = {
-        "window": (t["window"] >= 2, ">= 2"),
-        "min_epochs": (t["min_epochs"] >= t["window"], f">= window ({t['window']})"),
-        "min_decrease": (0 < t["min_decrease"] < 1, "in (0, 1)"),
-        "overfit_min_rise": (t["overfit_min_rise"] > 0, "> 0"),
-        "slow_max_decrease": (t["min_decrease"] < t["slow_max_decrease"] < 1, "in (min_decrease, 1)"),
-        "slow_min_steady": (0.5 < t["slow_min_steady"] <= 1, "in (0.5, 1]"),
-    }
-    for name, (ok, text) in checks.items():
-        if not ok:
-            raise ValueError(f"`{name}` must be {text}, got {t[name]}.")
+    check(t, _CONSTRAINTS, owner=owner)
+    if not t["min_epochs"] >= t["window"]:
+        message = f"`min_epochs` must be >= window ({t['window']}), got {t['min_epochs']}."
+        raise ArgumentValueError(message, argument="min_epochs", owner=owner)
+    if not t["min_decrease"] < t["slow_max_decrease"] < 1:
+        message = f"`slow_max_decrease` must be in (min_decrease, 1), got {t['slow_max_decrease']}."
+        raise ArgumentValueError(message, argument="slow_max_decrease", owner=owner)
     return t
 
 
@@ -269,6 +279,7 @@ class TrainingDiagnostics(pl.Callback):
 
     Raises:
         ValueError: a threshold that is unknown or out of range.
+        TypeError: a non-int ``window`` or ``min_epochs``, or a threshold that is not a number.
 
     Example:
         >>> callback = TrainingDiagnostics(overfit_min_rise=0.3)
@@ -289,13 +300,16 @@ class TrainingDiagnostics(pl.Callback):
     ) -> None:
         super().__init__()
         self.train_key, self.val_key = train_key, val_key
-        self.thresholds = check_thresholds(
-            window=window,
-            min_epochs=min_epochs,
-            min_decrease=min_decrease,
-            overfit_min_rise=overfit_min_rise,
-            slow_max_decrease=slow_max_decrease,
-            slow_min_steady=slow_min_steady,
+        self.thresholds = _check_thresholds(
+            {
+                "window": window,
+                "min_epochs": min_epochs,
+                "min_decrease": min_decrease,
+                "overfit_min_rise": overfit_min_rise,
+                "slow_max_decrease": slow_max_decrease,
+                "slow_min_steady": slow_min_steady,
+            },
+            owner=TrainingDiagnostics,
         )
         self.train_loss: list[float] = []
         self.val_loss: list[float] = []

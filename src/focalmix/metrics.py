@@ -5,7 +5,8 @@ rank holds every row exactly once), fits the post-hoc calibration on them, and t
 :func:`epoch_metrics` here: AUROC, AP, ECE (calibrated and not), Brier score, for multiclass tasks each
 class's recall and, for binary tasks, the confusion rates at the decision threshold. Everything
 torchmetrics has comes from torchmetrics' functional API; what it lacks (the Brier score, counts on a
-threshold grid) is a few lines below.
+threshold grid) is a few lines below. :data:`METRICS` names what is logged per task and
+:data:`MINIMIZED` which of those are better lower (what tuning needs).
 """
 
 from __future__ import annotations
@@ -17,6 +18,19 @@ from torch import Tensor
 from torchmetrics.functional import classification as tmf
 
 ECE_BINS = 15  # Guo et al. 2017's reliability diagrams use 15 bins
+
+# The scores the classifier logs every validation and test epoch as ``<stage>/<name>``, per task: ``loss``
+# (the recipe's loss), :func:`epoch_metrics` and, for binary tasks, the :func:`rates` at the decision
+# threshold. Not listed, as no score to optimize: the binary ``threshold`` (a setting), multiclass
+# ``recall/<class>`` (one per class name) and ``frr``/``fa_per_hour`` (only with background audio).
+_EVERY_TASK = ("loss", "auroc", "ap", "ece", "ece_uncalibrated", "brier")
+METRICS = {
+    "binary": (*_EVERY_TASK, "precision", "recall", "f1", "fpr", "acc"),
+    "multiclass": (*_EVERY_TASK, "acc", "f1"),
+    "multilabel": (*_EVERY_TASK, "acc", "f1"),
+}
+# The logged values where lower is better (losses, errors and error rates); every other one is a score.
+MINIMIZED = ("loss", "ece", "ece_uncalibrated", "brier", "fpr", "frr", "fa_per_hour")
 
 
 def threshold_counts(probs: Tensor, target: Tensor, thresholds: Tensor) -> dict[str, Tensor]:

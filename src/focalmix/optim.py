@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -110,3 +111,40 @@ def check_resumed_schedule(scheduler: object, planned_steps: float) -> None:
             " stretched: resume with the settings of the original run, or start a new fit from the"
             " checkpoint's weights (FocalMixClassifier.load_from_checkpoint) without `ckpt_path`."
         )
+
+
+# the classifier's hyperparameters that OneCycleLR takes as they are
+_ONE_CYCLE = (
+    "anneal_strategy",
+    "cycle_momentum",
+    "base_momentum",
+    "max_momentum",
+    "div_factor",
+    "final_div_factor",
+)
+
+
+def recipe(
+    params: Iterable[Tensor], settings: Mapping[str, Any], total_steps: float, effective_batch: int | None
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.OneCycleLR, float]:
+    """The recipe's AdamW and OneCycleLR from a classifier's hyperparameters, and the peak learning rate.
+
+    Args:
+        params: the parameters to train.
+        settings: ``learning_rate``, ``lr_scaling``, ``reference_batch_size``, ``weight_decay``,
+            ``warmup_pct`` and OneCycleLR's ``anneal_strategy``, ``cycle_momentum``, ``base_momentum``,
+            ``max_momentum``, ``div_factor``, ``final_div_factor`` (a classifier's ``hparams``).
+        total_steps: optimizer steps of the run.
+        effective_batch: samples per optimizer step over all processes; None when unknown.
+
+    Raises:
+        ValueError: ``lr_scaling`` is not ``"none"`` and ``effective_batch`` is None, or as :func:`one_cycle`.
+    """
+    s = settings
+    if effective_batch is None and s["lr_scaling"] != "none":
+        raise ValueError("`lr_scaling` needs the training batch size; use a DataLoader with `batch_size`.")
+    lr = scaled_lr(s["learning_rate"], s["lr_scaling"], effective_batch or 1, s["reference_batch_size"])
+    optimizer = adamw(params, lr=lr, weight_decay=s["weight_decay"])
+    cycle = {k: s[k] for k in _ONE_CYCLE}
+    scheduler = one_cycle(optimizer, total_steps, max_lr=lr, warmup_pct=s["warmup_pct"], **cycle)
+    return optimizer, scheduler, lr

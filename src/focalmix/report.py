@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from focalmix._checks import Options, Satisfies, check_one
 from focalmix.faults import atomic_write
-from focalmix.metrics import calibration_error, epoch_metrics
+from focalmix.losses import TASKS
+from focalmix.metrics import ECE_BINS, calibration_error, epoch_metrics, threshold_counts
 
-TASKS = ("binary", "multiclass", "multilabel")
 _HINT = 'the report needs matplotlib: pip install "focalmix[report]"'
-_BINS = 15
 
 
 def report_available() -> bool:
@@ -60,14 +60,11 @@ def threshold_table(target: Any, probs: Any, threshold: float = 0.5, n: int = 10
     y, p = _binary_arrays(target, probs)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"`threshold` must be in [0, 1], got {threshold}.")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise ValueError(f"`n` must be an int >= 2, got {n!r}.")
+    check_one(n, "n", [Satisfies(int, lambda v: v >= 2, "an int >= 2")])
     levels = np.linspace(0.05, 0.95, n) if len(p) else np.zeros(0)
     grid = np.unique(np.r_[np.quantile(p, levels, method="lower") if len(p) else [], float(threshold)])
-    flagged = p[None, :] >= grid[:, None]  # (T, N)
-    pos = y[None, :] == 1
-    tp, fp = (flagged & pos).sum(1), (flagged & ~pos).sum(1)
-    fn, tn = (~flagged & pos).sum(1), (~flagged & ~pos).sum(1)
+    counts = threshold_counts(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(grid))
+    tp, fp, tn, fn = (counts[k].long().numpy() for k in ("tp", "fp", "tn", "fn"))
     with np.errstate(invalid="ignore", divide="ignore"):
         table = {"threshold": grid, "precision": tp / (tp + fp), "recall": tp / (tp + fn)}
         table.update(fpr=fp / (fp + tn), fnr=fn / (tp + fn))
@@ -112,8 +109,7 @@ def write_report(
         ValueError: for an unknown task, mismatched shapes or a threshold outside [0, 1].
         FileNotFoundError: when ``metrics_csv`` is given but missing.
     """
-    if task not in TASKS:
-        raise ValueError(f"`task` must be one of {TASKS}, got {task!r}.")
+    check_one(task, "task", [Options(*TASKS)])
     if metrics_csv is not None and not Path(metrics_csv).is_file():
         raise FileNotFoundError(f"`metrics_csv` not found: {metrics_csv}")
     if not report_available():
@@ -221,12 +217,8 @@ def _check_predictions(task, class_names, target, probs, probs_uncalibrated):
     y, p = _tensor(target).long(), _tensor(probs).float()
     want_p = 1 if task == "binary" else 2
     want_y = 2 if task == "multilabel" else 1
-    if (
-        p.ndim != want_p
-        or y.ndim != want_y
-        or y.shape[0] != p.shape[0]
-        or (want_y == 2 and y.shape != p.shape)
-    ):
+    shapes_ok = (p.ndim, y.ndim) == (want_p, want_y) and y.shape[0] == p.shape[0]
+    if not shapes_ok or (want_y == 2 and y.shape != p.shape):
         raise ValueError(
             f"{task}: `probs` must be {'(N,)' if want_p == 1 else '(N, C)'} and `target` "
             f"{'(N, C)' if want_y == 2 else '(N,)'}, got {tuple(p.shape)} and {tuple(y.shape)}."
@@ -261,10 +253,6 @@ def _binary_arrays(target: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
     return y.astype(np.int64), p
 
 
-def _ece(task: str, y: torch.Tensor, probs: torch.Tensor) -> float:
-    return float(calibration_error(probs, y, task, probs.shape[-1] if probs.ndim == 2 else 2))
-
-
 # ---- figures ------------------------------------------------------------------------------------------
 
 
@@ -274,7 +262,7 @@ def _figures(task, names, y, p, pu, threshold, metrics_csv) -> dict[str, tuple[s
     if metrics_csv is not None and (fig := _curves_figure(metrics_csv)) is not None:
         out["curves"] = ("Loss and learning rate", _png(fig))
     out["roc_pr"] = ("ROC and precision-recall curves", _png(_roc_pr_figure(task, names, y, p, threshold)))
-    out["reliability"] = ("Reliability diagram (15 bins)", _png(_reliability_figure(task, y, p, pu)))
+    out["reliability"] = (f"Reliability diagram ({ECE_BINS} bins)", _png(_reliability_figure(task, y, p, pu)))
     if task != "multilabel":
         caption = f"Confusion matrix at threshold {threshold:.4g}" if task == "binary" else "Confusion matrix"
         out["confusion"] = (caption, _png(_confusion_figure(task, names, y, p, threshold)))
@@ -392,14 +380,15 @@ def _reliability_figure(task, y, p, pu):
             conf, hit = probs.max(1).values.numpy(), (probs.argmax(1) == y).long().numpy()
         else:
             conf, hit = probs.reshape(-1).numpy(), y.reshape(-1).numpy()
-        observed, predicted = calibration_curve(hit, conf, n_bins=_BINS, pos_label=1)
-        ax.plot(predicted, observed, "o-", ms=4, label=f"{label} (ECE {_ece(task, y, probs):.3f})")
+        observed, predicted = calibration_curve(hit, conf, n_bins=ECE_BINS, pos_label=1)
+        ece = float(calibration_error(probs, y, task, probs.shape[-1] if probs.ndim == 2 else 2))
+        ax.plot(predicted, observed, "o-", ms=4, label=f"{label} (ECE {ece:.3f})")
     what = "confidence of the top class" if task == "multiclass" else "predicted probability"
     ax.set(xlabel=what, ylabel="observed frequency", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize="small", loc="upper left")
     # how many rows each bin holds: a bin of three rows may sit far from the diagonal by chance alone
     rows = ax.twinx()
-    rows.hist(conf, bins=_BINS, range=(0, 1), color="C1", alpha=0.15)
+    rows.hist(conf, bins=ECE_BINS, range=(0, 1), color="C1", alpha=0.15)
     rows.set_ylabel("rows (calibrated)", color="grey")
     ax.set_zorder(rows.get_zorder() + 1)  # the curves in front of the histogram
     ax.patch.set_visible(False)
