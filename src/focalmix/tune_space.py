@@ -14,6 +14,7 @@ import yaml
 
 from focalmix._cli_text import LINKS
 from focalmix.data import FocalMixDataModule
+from focalmix.metrics import METRICS, MINIMIZED
 from focalmix.module import FocalMixClassifier
 
 __all__ = [
@@ -26,25 +27,6 @@ __all__ = [
     "valid_parameters",
 ]
 
-# Logged every validation epoch (module.py); `val/threshold` is a setting, not a score to optimize.
-_METRICS = {
-    "binary": (
-        "loss",
-        "auroc",
-        "ap",
-        "ece",
-        "ece_uncalibrated",
-        "brier",
-        "precision",
-        "recall",
-        "f1",
-        "fpr",
-        "acc",
-    ),
-    "multiclass": ("loss", "auroc", "ap", "ece", "ece_uncalibrated", "brier", "acc", "f1"),
-    "multilabel": ("loss", "auroc", "ap", "ece", "ece_uncalibrated", "brier", "acc", "f1"),
-}
-_MINIMIZE = ("loss", "ece", "ece_uncalibrated", "brier", "fpr")
 _SPEC_KEYS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"}}
 
 
@@ -55,12 +37,12 @@ def metric_direction(metric: str) -> str:
         >>> metric_direction("val/brier"), metric_direction("val/auroc")
         ('minimize', 'maximize')
     """
-    return "minimize" if metric.split("/", 1)[-1] in _MINIMIZE else "maximize"
+    return "minimize" if metric.split("/", 1)[-1] in MINIMIZED else "maximize"
 
 
 def check_metric(metric: str, task: str) -> None:
     """Raise ``ValueError`` unless the module logs ``metric`` every validation epoch for ``task``."""
-    known = [f"val/{m}" for m in _METRICS[task]]
+    known = [f"val/{m}" for m in METRICS[task]]  # `val/threshold` is a setting, not a score
     if metric not in known:
         raise ValueError(f"--tune.metric {metric!r} is not logged for a {task} task; choose one of {known}.")
 
