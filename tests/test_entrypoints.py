@@ -280,12 +280,6 @@ def test_fit_resumes_a_run_stopped_by_sigterm_and_finishes_its_schedule(resumed_
     assert "epoch 1/2" not in out  # the finished epoch is not trained again
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="src bug: a fit resumed mid-epoch prints no 'epoch 2/2' line (FocalMixProgressBar's epoch "
-    "line is armed in on_train_epoch_start, which Lightning skips on a mid-epoch resume)",
-)
 def test_a_resumed_fit_prints_the_epoch_it_finishes(resumed_run):
     _, (_, resumed) = resumed_run
     assert [line.split()[1] for line in _lines(check_ok(resumed), "epoch ")] == ["2/2"]
@@ -332,24 +326,11 @@ def test_scale_batch_size_stays_within_the_training_rows(scale_batch_size_run):
     assert int(found.split()[3]) <= _data_rows(out)["train"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="src bug: with --lr_find/--scale_batch_size the data summary is printed again for every "
-    "Tuner run (ConsoleSummary.setup runs on each of the Tuner's fits), and the 'effective batch size' "
-    "line for each too",
-)
 def test_tuner_options_print_the_data_summary_once(lr_find_run, scale_batch_size_run):
     for _, proc in (lr_find_run, scale_batch_size_run):
         assert len(_lines(check_ok(proc), "focalmix: data ")) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="src bug: --lr_find shows Lightning's tqdm bar ('Finding best initial lr', carriage returns) "
-    "when the output is a log file, where the fit itself prints one plain line per epoch",
-)
 def test_lr_find_prints_no_terminal_bar_into_a_log(lr_find_run):
     out = check_ok(lr_find_run[1])
     assert "\r" not in out and "Finding best initial lr" not in out

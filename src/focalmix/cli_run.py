@@ -9,6 +9,7 @@ it was read from).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from focalmix._cli_text import UsageError
 from focalmix.cli_checkpoint import epochs_done
 from focalmix.cli_errors import user_errors
-from focalmix.console import metrics_table, run_folder
+from focalmix.console import FocalMixProgressBar, metrics_table, run_folder
 from focalmix.optim import ResumeScheduleError
 
 __all__ = ["RunHooks", "fit_summary", "positive_class"]
@@ -103,8 +104,12 @@ class RunHooks:
         # the range test counts steps (100): an epoch limit would cut it short on a small table
         max_epochs = self.trainer.fit_loop.max_epochs
         self.trainer.fit_loop.max_epochs = max(max_epochs or 0, 100)
+        bar = self.trainer.progress_bar_callback
+        plain = bar is None or not bar.is_enabled or (isinstance(bar, FocalMixProgressBar) and bar.plain_lines())
+        quiet = {"TQDM_DISABLE": "1"} if plain else {}  # the range test's own tqdm bar (tqdm >= 4.66 reads it)
         try:
-            finder = tuner.lr_find(self.model, datamodule=self.datamodule)
+            with _environ(quiet):
+                finder = tuner.lr_find(self.model, datamodule=self.datamodule)
         finally:
             self.trainer.fit_loop.max_epochs = max_epochs
         lr = self.model.hparams.learning_rate
@@ -223,3 +228,18 @@ def fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]], positiv
     if "test" not in columns:
         head += "\n(no test split: add --data.test_fraction 0.2 or --data.test_source FILE for test metrics)"
     return f"{head}\n{metrics_table(columns, positive)}"
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -126,10 +126,13 @@ class FocalMixProgressBar(TQDMProgressBar):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        terminal = _is_terminal() if self.terminal is None else self.terminal
-        self._lines = not terminal and self.is_enabled
+        self._lines = self.plain_lines() and self.is_enabled
         if self._lines:
             self.disable()
+
+    def plain_lines(self) -> bool:
+        """True when stdout is not a terminal (or ``terminal=False``): one plain line per epoch, no bars."""
+        return not (_is_terminal() if self.terminal is None else self.terminal)
 
     def _should_update(self, current: int, total: int) -> bool:
         if not self.is_enabled:
@@ -153,6 +156,12 @@ class FocalMixProgressBar(TQDMProgressBar):
         self._pending = trainer.current_epoch
         if self.is_enabled:  # counted from 1 of max_epochs, as the per-epoch lines and the summary count
             self.train_progress_bar.set_description(f"Epoch {_epoch_of(trainer, trainer.current_epoch)}")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # a fit resumed mid-epoch starts in a batch: Lightning skips that epoch's on_train_epoch_start
+        if self._pending is None:
+            self._pending = trainer.current_epoch
+        super().on_train_batch_start(trainer, *args)
 
     def on_train_end(self, trainer: pl.Trainer, *args: Any) -> None:
         self._flush(trainer)
@@ -194,8 +203,13 @@ class ConsoleSummary(Callback):
     Replaces Lightning's model summary table (which lists metric objects and FLOPs) with one line.
     """
 
+    def __init__(self) -> None:
+        self._summarized = False
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if stage == "fit" and trainer.is_global_zero and trainer.datamodule is not None:
+        # once: --lr_find / --scale_batch_size run the Tuner's fits before the fit, each calling setup
+        if stage == "fit" and trainer.is_global_zero and trainer.datamodule is not None and not self._summarized:
+            self._summarized = True
             for line in data_summary(trainer.datamodule, pl_module):
                 print(line)
 
