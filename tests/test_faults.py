@@ -88,7 +88,10 @@ QUICK = {("shuffled", "early", "SIGINT"), ("shuffled", "epoch_start", "SIGTERM")
          ("shuffled", "late", "SIGKILL"), ("balanced", "early", "SIGTERM")}  # fmt: skip
 CASES = [
     pytest.param(
-        sampling, point, signum, id=f"{sampling}-{point}-{signum.name}",
+        sampling,
+        point,
+        signum,
+        id=f"{sampling}-{point}-{signum.name}",
         marks=() if (sampling, point, signum.name) in QUICK else pytest.mark.exhaustive,
     )  # fmt: skip
     for sampling in ("shuffled", "balanced")

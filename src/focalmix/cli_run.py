@@ -105,8 +105,9 @@ class RunHooks:
         max_epochs = self.trainer.fit_loop.max_epochs
         self.trainer.fit_loop.max_epochs = max(max_epochs or 0, 100)
         bar = self.trainer.progress_bar_callback
-        plain = bar is None or not bar.is_enabled or (isinstance(bar, FocalMixProgressBar) and bar.plain_lines())
-        quiet = {"TQDM_DISABLE": "1"} if plain else {}  # the range test's own tqdm bar (tqdm >= 4.66 reads it)
+        plain = bar is None or not bar.is_enabled
+        plain = plain or (isinstance(bar, FocalMixProgressBar) and bar.plain_lines())
+        quiet = {"TQDM_DISABLE": "1"} if plain else {}  # the range test's own bar (tqdm >= 4.66 reads it)
         try:
             with _environ(quiet):
                 finder = tuner.lr_find(self.model, datamodule=self.datamodule)

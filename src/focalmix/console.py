@@ -208,7 +208,8 @@ class ConsoleSummary(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # once: --lr_find / --scale_batch_size run the Tuner's fits before the fit, each calling setup
-        if stage == "fit" and trainer.is_global_zero and trainer.datamodule is not None and not self._summarized:
+        first = stage == "fit" and not self._summarized
+        if first and trainer.is_global_zero and trainer.datamodule is not None:
             self._summarized = True
             for line in data_summary(trainer.datamodule, pl_module):
                 print(line)
