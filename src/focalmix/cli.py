@@ -26,7 +26,6 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from focalmix import _sources
 from focalmix._cli_text import (
     PRESETS,
     UsageError,
@@ -49,6 +48,7 @@ from focalmix.data import FocalMixDataModule
 from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
 from focalmix.optim import ResumeScheduleError
+from focalmix.sources import is_table
 from focalmix.trust import UntrustedClassError, check_hyperparameters
 
 __all__ = ["LINKS", "PRESETS", "FocalMixCLI", "UsageError", "load_checkpoint", "main", "preset_path"]
@@ -234,7 +234,7 @@ class FocalMixCLI(LightningCLI):
         # medians): the data is encoded with that one, never refitted on the rows at hand.
         spec = ckpt["hyper_parameters"].get("preprocessing")
         source = update["data"].get("source", current.get("source"))
-        if spec is None and _sources.is_table(source):
+        if spec is None and is_table(source):
             raise UsageError(
                 f"--ckpt_path: {ckpt_path} holds no table encoding (it was trained before focalmix encoded"
                 " tables inside the model, or on arrays); its inputs cannot be rebuilt from a table",

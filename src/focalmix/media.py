@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from focalmix._sources import TABLE_SUFFIXES, read_table
 from focalmix.media_io import (
     _EPS,
     AUDIO_SUFFIXES,
@@ -35,6 +34,7 @@ from focalmix.media_io import (
     probe,
     windows,
 )
+from focalmix.sources.io import TABLE_SUFFIXES, read_table
 
 __all__ = [
     "AUDIO_SUFFIXES",
