@@ -19,32 +19,29 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from focalmix import data_media
 from focalmix.data_arguments import ARRAYS, attributes, check_arguments, open_sources, table_spec
 from focalmix.data_splits import DataSplits
 from focalmix.datasets import (
     ArrayDataset,
-    EpochShuffleSampler,
-    EpochWeightedSampler,
     InMemoryBatches,
     batch_device,
     eval_sampler,
     make_loader,
+    train_sampler,
 )
+from focalmix.encoder import InputEncoder
 from focalmix.sources import in_memory
 from focalmix.sources.prepared import Prepared
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     import pandas as pd
 
 
@@ -198,15 +195,13 @@ class FocalMixDataModule(pl.LightningDataModule):
         super().__init__()
         # Saved in checkpoints, so that `focalmix test/predict --ckpt_path` reuses the training data settings.
         self.save_hyperparameters(logger=False)  # the logger gets them through config.yaml
-        owner = type(self)
-        check_arguments(params, owner)  # focalmix.data_arguments: the constraints table
+        check_arguments(params, owner := type(self))  # focalmix.data_arguments: the constraints table
         for name, value in attributes(params).items():  # source, target, batch_size, ... as checked
             setattr(self, name, value)
         sources = open_sources(params, getattr(self, "_arrays", None), owner)
         spec = table_spec(params, sources["source"].table, owner)
         self._data = DataSplits.build(params, sources, spec, self.hparams)  # reading, coding, splits
-        self._media = self._data.options.media
-        self._background: dict[str, Any] | None = None
+        self._media, self._media_index = self._data.options.media, self._data.media_index
         self._train_loader: InMemoryBatches | None = None
         self._train_resume: dict[str, int] | None = None
 
@@ -238,80 +233,47 @@ class FocalMixDataModule(pl.LightningDataModule):
         cls.__init__(self, source=ARRAYS, **kwargs)
         return self
 
-    # ----------------------------------------------------------------------------------------------
-    # Reading, coding and splitting: focalmix.data_splits (lazy, cached, deterministic)
+    # --- Reading, coding and splitting: focalmix.data_splits (lazy, cached, deterministic)
 
     def _prepare(self) -> Prepared:
         """Read the main source, code labels, split and measure statistics: once, the same on every rank."""
-        first = self._data.prepared is None
-        prep = self._data.prepare()
-        n_train = len(prep.splits["train"])
-        if first and self.batch_size > n_train:
-            rank_zero_warn(
-                f"`batch_size`={self.batch_size} is larger than the training split ({n_train} rows); "
-                "every epoch is a single smaller batch. Lower batch_size or add data."
-            )
-        return prep
+        return self._data.prepare(self.batch_size)
 
     @property
     def _prepared(self) -> Prepared | None:
         return self._data.prepared
 
-    @property
-    def _media_index(self) -> dict[int, Any]:
-        return self._data.media_index
-
     def _dataset(self, split: str) -> Any:
         self._prepare()
         return self._data.dataset(split, self.trainer)
 
-    # ----------------------------------------------------------------------------------------------
-    # Media: decoded per batch, or a frozen backbone's features computed once (focalmix.data_media)
+    # --- Media: decoded per batch, or a frozen backbone's features computed once (focalmix.data_media)
 
     def attach_backbone(self, backbone: torch.nn.Module | None) -> None:
         """Prepare media for this backbone: its ``input_spec`` (rate, clip, image size); a frozen one's
         features are computed once per split (and cached). Called by ``setup`` with the model's backbone."""
-        if self._data.attach(backbone):
-            self._background = None
-
-    def _spec_of(self) -> Any:
-        return self._data.input_spec
+        self._data.attach(backbone)
 
     @property
     def feature_normalization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(mean, std) of a frozen backbone's features on the training split (media); else None."""
-        ds = self._dataset("train") if self._media_index and self._data.backbone is not None else None
-        if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
-            return None
-        return ds.x.mean(0), ds.x.std(0).clamp_min(1e-6)
+        return self._data.feature_normalization(self.trainer)
 
     @property
     def background(self) -> dict[str, Any] | None:
         """The background windows' features for FA/h (``background_source``), computed once; else None."""
-        if not self.background_source or self._data.backbone is None or self._spec_of() is None:
-            return None
-        if self._background is None:
-            self._background = data_media.load_background(
-                self.background_source, self._media, self._data.backbone, self._spec_of(), self.trainer
-            )
-        return self._background
+        return self._data.background(self.background_source, self.trainer)
 
     @property
     def wakeword_settings(self) -> dict[str, float]:
         """Window, hop and refractory times: how FA/h is counted and detections are merged."""
-        m = self._media
-        return {
-            "clip_seconds": m.clip_for(self._spec_of()),
-            "hop_seconds": m.hop_seconds,
-            "refractory_seconds": m.refractory_seconds,
-        }
+        return self._media.wakeword(self._data.input_spec)
 
     def summary_lines(self) -> list[str]:
         """Extra lines for the data summary: skipped media files and features from the cache."""
-        return data_media.summary_lines(self._media_index.get(0), self._media)
+        return self._data.summary_lines()
 
-    # ----------------------------------------------------------------------------------------------
-    # Metadata: readable right after __init__ (LightningCLI links it into the model at instantiation)
+    # --- Metadata: readable right after __init__ (LightningCLI links it into the model at instantiation)
 
     @property
     def input_shape(self) -> tuple[int, ...] | None:
@@ -331,11 +293,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         """The width a custom backbone receives on a table: the encoded columns (one-hot categories,
         missing-value indicators), what the model's encoder outputs; ``num_features`` for other data."""
         spec = self.preprocessing
-        if spec is None:
-            return self.num_features
-        from focalmix.preprocessing import InputEncoder
-
-        return InputEncoder(spec).out_features
+        return self.num_features if spec is None else InputEncoder(spec).out_features
 
     @property
     def task(self) -> str:
@@ -393,11 +351,7 @@ class FocalMixDataModule(pl.LightningDataModule):
     @property
     def positive_fraction(self) -> float | list[float] | None:
         """Share of positives in the training split: a float (binary), per label (multilabel), or None."""
-        prep, counts = self._prepare(), self.class_counts
-        n = len(prep.splits["train"])
-        if prep.task == "binary":
-            return counts[1] / n
-        return [c / n for c in counts] if prep.task == "multilabel" else None
+        return self._prepare().positive_fraction
 
     @property
     def split_indices(self) -> dict[str, np.ndarray]:
@@ -406,18 +360,10 @@ class FocalMixDataModule(pl.LightningDataModule):
 
     def summary(self) -> str:
         """A few lines: source, task, classes, rows per split and training class counts."""
-        prep = self._prepare()
-        sizes: dict[str, int | str] = {s: len(self._dataset(s)) for s in ("train", "val", "test")}
-        if self.test_source is None and self.test_fraction == 0:
-            sizes["test"] = "the val rows"
-        counts = dict(zip(prep.class_names, prep.class_counts, strict=True))
-        return (
-            f"FocalMixDataModule(source={prep.raw.name}, task={prep.task}, input_shape={self.input_shape})\n"
-            f"  rows: {sizes}\n  training class counts: {counts}"
-        )
+        self._prepare()
+        return self._data.summary(self.trainer)
 
-    # ----------------------------------------------------------------------------------------------
-    # Lightning hooks
+    # --- Lightning hooks
 
     def setup(self, stage: str | None = None) -> None:
         """Read the data for ``stage`` (the main source is read once and reused)."""
@@ -441,14 +387,8 @@ class FocalMixDataModule(pl.LightningDataModule):
         ds = self._dataset("train")
         if not isinstance(ds, ArrayDataset):  # media decoded per batch
             return self._loader(ds, shuffle=True)
-        if self.balanced_sampling:
-            counts = torch.tensor(self.class_counts, dtype=torch.float64)
-            weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
-            sampler = EpochWeightedSampler(weights, len(ds), self.seed)
-        else:
-            sampler = EpochShuffleSampler(len(ds), self.seed)
-        trainer = self.trainer
-        single = trainer is None or trainer.world_size == 1
+        sampler = train_sampler(ds, self.class_counts, self.balanced_sampling, self.seed)
+        single = self.trainer is None or self.trainer.world_size == 1
         if single and self.num_workers == 0 and isinstance(ds.x, torch.Tensor):
             loader = InMemoryBatches(
                 ds, sampler, self.batch_size, batch_device(self.trainer, ds), self._consumed

@@ -48,6 +48,14 @@ class MediaSettings:
             return float(self.clip_seconds)
         return float(getattr(spec, "clip_seconds", None) or 1.0)
 
+    def wakeword(self, spec: Any) -> dict[str, float]:
+        """Window, hop and refractory times: how FA/h is counted and detections are merged."""
+        return {
+            "clip_seconds": self.clip_for(spec),
+            "hop_seconds": self.hop_seconds,
+            "refractory_seconds": self.refractory_seconds,
+        }
+
 
 def is_media(source: Any, path_column: str | None) -> bool:
     """True for a folder of clips/images or a manifest with ``path_column``."""

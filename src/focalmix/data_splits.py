@@ -22,6 +22,7 @@ from focalmix import data_media
 from focalmix import preprocessing as _prep
 from focalmix.datasets import ArrayDataset
 from focalmix.sources import RawData, ReadOptions, Source
+from focalmix.sources.base import warn
 from focalmix.sources.labels import clean_labels, code_labels
 from focalmix.sources.prepared import Labelling, Prepared, prepare
 from focalmix.sources.statistics import scan
@@ -71,6 +72,7 @@ class DataSplits:
         self.backbone: torch.nn.Module | None = None  # what media are prepared for
         self.datasets: dict[str, Any] = {}
         self.ids: dict[str, pd.DataFrame | None] = {}
+        self._background: dict[str, Any] | None = None
 
     @classmethod
     def build(
@@ -111,6 +113,7 @@ class DataSplits:
         self.backbone = backbone
         if self.media_index:
             self.datasets.clear()  # media datasets depend on the backbone
+            self._background = None
         return bool(self.media_index)
 
     def load(self, split: str, need_labels: bool, expected: list[str] | None) -> RawData:
@@ -126,12 +129,21 @@ class DataSplits:
             raw.x = torch.from_numpy(np.ascontiguousarray(raw.x, dtype=np.float32))  # no copy if float32
         return raw
 
-    def prepare(self) -> Prepared:
-        """Read the main source, code labels, split and measure statistics: once, the same on every rank."""
+    def prepare(self, batch_size: int | None = None) -> Prepared:
+        """Read the main source, code labels, split and measure statistics: once, the same on every rank.
+
+        ``batch_size``: warn, when the data is first read, if it exceeds the training split.
+        """
         if self.prepared is None:
             raw = self.load("train", True, None)
             prep = prepare(raw, self.labelling)
             prep.normalization = self._stats(raw, prep.splits)
+            n_train = len(prep.splits["train"])
+            if batch_size is not None and batch_size > n_train:
+                warn(
+                    f"`batch_size`={batch_size} is larger than the training split ({n_train} rows); "
+                    "every epoch is a single smaller batch. Lower batch_size or add data."
+                )
             self.prepared = prep
         return self.prepared
 
@@ -238,3 +250,36 @@ class DataSplits:
         ids = self.ids.get("predict" if has_predict else test, self.prepare().raw.ids)
         rows = ds.indices if ds.indices is not None or ids is None else np.arange(len(ids))
         return None if ids is None else ids.iloc[rows].set_axis(rows)
+
+    def feature_normalization(self, trainer: Any = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean, std) of a frozen backbone's features on the training split (media); else None."""
+        ds = self.dataset("train", trainer) if self.media_index and self.backbone is not None else None
+        if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
+            return None
+        return ds.x.mean(0), ds.x.std(0).clamp_min(1e-6)
+
+    def background(self, sources: list[str] | None, trainer: Any = None) -> dict[str, Any] | None:
+        """The background windows' features for FA/h, computed once per backbone; None without them."""
+        if not sources or self.backbone is None or self.input_spec is None:
+            return None
+        if self._background is None:
+            self._background = data_media.load_background(
+                sources, self.options.media, self.backbone, self.input_spec, trainer
+            )
+        return self._background
+
+    def summary(self, trainer: Any = None) -> str:
+        """A few lines: source, task, classes, rows per split and training class counts."""
+        prep = self.prepare()
+        sizes: dict[str, int | str] = {s: len(self.dataset(s, trainer)) for s in ("train", "val", "test")}
+        if "test_source" not in self.sources and self.labelling.test_fraction == 0:
+            sizes["test"] = "the val rows"
+        counts = dict(zip(prep.class_names, prep.class_counts, strict=True))
+        return (
+            f"FocalMixDataModule(source={prep.raw.name}, task={prep.task}, input_shape={self.input_shape})\n"
+            f"  rows: {sizes}\n  training class counts: {counts}"
+        )
+
+    def summary_lines(self) -> list[str]:
+        """Extra lines for the data summary: skipped media files and features from the cache."""
+        return data_media.summary_lines(self.media_index.get(0), self.options.media)

@@ -264,3 +264,14 @@ def batch_device(trainer: Any, ds: ArrayDataset) -> torch.device | None:
     free, _ = torch.cuda.mem_get_info(device)
     size = ds.x[:1].nbytes * len(ds) + (0 if ds.y is None else ds.y[:1].nbytes * len(ds))
     return device if size <= free // 4 else None
+
+
+def train_sampler(
+    ds: ArrayDataset, class_counts: Sequence[int], balanced: bool, seed: int
+) -> EpochWeightedSampler | EpochShuffleSampler:
+    """Training rows' order: drawn by inverse class frequency (``balanced``), else shuffled, per epoch."""
+    if balanced:
+        counts = torch.tensor(list(class_counts), dtype=torch.float64)
+        weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
+        return EpochWeightedSampler(weights, len(ds), seed)
+    return EpochShuffleSampler(len(ds), seed)

@@ -46,6 +46,14 @@ class Prepared:
     class_counts: list[int]
     normalization: tuple[torch.Tensor, torch.Tensor] | None = None
 
+    @property
+    def positive_fraction(self) -> float | list[float] | None:
+        """Share of positives in the training split: a float (binary), per label (multilabel), or None."""
+        n = len(self.splits["train"])
+        if self.task == "binary":
+            return self.class_counts[1] / n
+        return [c / n for c in self.class_counts] if self.task == "multilabel" else None
+
 
 def prepare(raw: RawData, how: Labelling) -> Prepared:
     """Code the labels of the main source, infer the task and split its rows (stratified, seeded)."""
