@@ -48,7 +48,7 @@ from focalmix.data import FocalMixDataModule
 from focalmix.diagnostics import TrainingDiagnostics
 from focalmix.module import FocalMixClassifier
 from focalmix.optim import ResumeScheduleError
-from focalmix.sources import is_table
+from focalmix.table_io import is_table
 from focalmix.trust import UntrustedClassError, check_hyperparameters
 
 __all__ = ["LINKS", "PRESETS", "FocalMixCLI", "UsageError", "load_checkpoint", "main", "preset_path"]

@@ -11,8 +11,7 @@ Features are raw: the datamodule only measures standardization statistics (:attr
 the model applies them, so a checkpoint alone predicts correctly on raw rows. Tables get a fitted
 :attr:`preprocessing` spec instead (one float per column: values with NaN, or category codes).
 
-Reading is delegated to one :class:`~focalmix.sources.Source` per argument (:mod:`focalmix.sources`);
-label coding and splits are functions there, the arguments' checks are :mod:`focalmix.data_arguments`.
+Reading, coding and splitting: :mod:`focalmix.data_splits` over :mod:`focalmix.sources` (one per kind).
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from focalmix.datasets import (
     train_sampler,
 )
 from focalmix.encoder import InputEncoder
+from focalmix.losses import TASKS  # noqa: F401  (focalmix.data.TASKS: the one definition, in losses)
 from focalmix.sources import in_memory
 from focalmix.sources.prepared import Prepared
 
@@ -244,8 +244,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         return self._data.prepared
 
     def _dataset(self, split: str) -> Any:
-        self._prepare()
-        return self._data.dataset(split, self.trainer)
+        return self._data.dataset(split, self.trainer, self.batch_size)
 
     # --- Media: decoded per batch, or a frozen backbone's features computed once (focalmix.data_media)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from focalmix.table_spec import Names
 __all__ = [
     "ARRAYS",
     "CONSTRAINTS",
+    "Folder",
     "Seconds",
     "attributes",
     "check_arguments",
@@ -49,15 +50,31 @@ PLAIN = (
 
 @dataclass(frozen=True)
 class Seconds(Interval):
-    """A duration in seconds: a number in an open range (named so in messages)."""
+    """A duration in seconds, in (0, 3600); ``say_seconds`` also names the unit in the range's message."""
 
     kind: type = float
     low: float | None = 0
     high: float | None = 3600
     closed: str = "neither"
+    say_seconds: bool = False
+
+    def describe(self) -> str:
+        return ("a number of seconds " if self.say_seconds else "") + super().describe()
 
     def type_name(self) -> str:
         return "a number of seconds"
+
+
+@dataclass(frozen=True)
+class Folder(Satisfies):
+    """A path (a non-empty str or ``os.PathLike``), called ``description`` in messages."""
+
+    kind: Any = (str, os.PathLike)
+    test: Callable[[Any], bool] = lambda v: bool(str(v))  # noqa: E731
+    description: str = "a folder"
+
+    def type_name(self) -> str:
+        return self.description
 
 
 _FLAG = [Instance(bool)]
@@ -66,9 +83,9 @@ CONSTRAINTS: dict[str, list] = {
     "clip_seconds": [None, Seconds()],
     "bad_files": [Options("error", "skip")],
     "long_files": [Options("split", "crop", "error")],
-    "cache_dir": [Satisfies((str, os.PathLike), lambda v: bool(str(v)), "'auto', 'none' or a folder")],
-    "hop_seconds": [Seconds()],
-    "refractory_seconds": [Seconds()],
+    "cache_dir": [Folder(description="'auto', 'none' or a folder")],
+    "hop_seconds": [Seconds(say_seconds=True)],
+    "refractory_seconds": [Seconds(say_seconds=True)],
     "augment_views": [Interval(int, 0)],
     "noise_source": [None, Instance((str, os.PathLike), "a folder of audio")],
     "background_source": [

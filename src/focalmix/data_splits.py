@@ -175,8 +175,10 @@ class DataSplits:
         prep = self.prepare()
         return None if 0 in self.media_index else tuple(int(s) for s in prep.raw.x.shape[1:])
 
-    def dataset(self, split: str, trainer: Any = None) -> Any:
-        """The dataset of ``split``, made once (``trainer``: for a frozen backbone's features)."""
+    def dataset(self, split: str, trainer: Any = None, batch_size: int | None = None) -> Any:
+        """The dataset of ``split``, made once (``trainer``: for a frozen backbone's features; ``batch_size``:
+        see :meth:`prepare`)."""
+        self.prepare(batch_size)
         if split not in self.datasets:
             self.datasets[split] = self._make(split, trainer)
         return self.datasets[split]

@@ -34,7 +34,7 @@ from focalmix.media_io import (
     probe,
     windows,
 )
-from focalmix.sources.io import TABLE_SUFFIXES, read_table
+from focalmix.table_io import TABLE_SUFFIXES, read_table
 
 __all__ = [
     "AUDIO_SUFFIXES",

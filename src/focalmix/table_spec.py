@@ -49,7 +49,7 @@ class Names:
         return len(value) >= self.minimum
 
     def describe(self) -> str:
-        return "name at least one column"
+        return "a list of at least one column name"
 
     def type_name(self) -> str:
         return self.what

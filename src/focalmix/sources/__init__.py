@@ -7,7 +7,7 @@ when the config is parsed) and read by ``load(options, stream, need_labels, expe
 * :class:`~focalmix.sources.media.MediaSource`: a folder of clips/images, or a manifest (``path_column``);
 * :class:`~focalmix.sources.builtin.Builtin`: ``"breast_cancer"``, ``"digits"``, ``"synthetic"``;
 * :class:`~focalmix.sources.arrays.NpyFolder`, :class:`~focalmix.sources.arrays.NpzFile`: NumPy files;
-* :class:`~focalmix.sources.tables.TableFile`: CSV/Parquet (:mod:`focalmix.sources.io` reads them);
+* :class:`~focalmix.sources.tables.TableFile`: CSV/Parquet (:mod:`focalmix.table_io` reads them);
 * :func:`in_memory`: arrays or a DataFrame given to ``FocalMixDataModule.from_arrays``.
 
 What happens next is functions, one idea per module: :mod:`~focalmix.sources.labels` (label coding, the
@@ -35,9 +35,9 @@ from focalmix._checks import ArgumentTypeError, ArgumentValueError
 from focalmix.sources.arrays import InMemory, NpyFolder, NpzFile
 from focalmix.sources.base import RawData, ReadOptions, Source, short_list
 from focalmix.sources.builtin import BUILTINS, Builtin
-from focalmix.sources.io import TABLE_SUFFIXES, is_table, read_table
 from focalmix.sources.media import MediaSource
 from focalmix.sources.tables import Frame, TableFile
+from focalmix.table_io import TABLE_SUFFIXES, is_table, read_table
 
 __all__ = [
     "BUILTINS",

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from focalmix.sources.base import RawData, ReadOptions, Source, checked, short_list, warn
-from focalmix.sources.io import read_table
 from focalmix.sources.labels import check_not_continuous
+from focalmix.table_io import read_table
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,4 +1,8 @@
-"""Reading CSV and Parquet files into DataFrames, with one clear error for each way a file goes wrong."""
+"""Reading CSV and Parquet files into DataFrames, with one clear error for each way a file goes wrong.
+
+The tables' counterpart of :mod:`focalmix.media_io`: used by the table sources
+(:mod:`focalmix.sources.tables`) and by media manifests (:mod:`focalmix.media`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from focalmix.sources.base import short_list
+from focalmix.messages import short_list
 
 if TYPE_CHECKING:
     import pandas as pd
