@@ -33,7 +33,7 @@ import torch
 
 from focalmix._checks import ArgumentTypeError, ArgumentValueError
 from focalmix.sources.arrays import InMemory, NpyFolder, NpzFile
-from focalmix.sources.base import RawData, ReadOptions, Source, short_list
+from focalmix.sources.base import RawData, ReadOptions, Source
 from focalmix.sources.builtin import BUILTINS, Builtin
 from focalmix.sources.media import MediaSource
 from focalmix.sources.tables import Frame, TableFile
@@ -50,7 +50,6 @@ __all__ = [
     "is_table",
     "open_source",
     "read_table",
-    "short_list",
 ]
 
 SUFFIXES = (*TABLE_SUFFIXES, ".npz")
