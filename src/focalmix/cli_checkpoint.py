@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from focalmix import _sources
+from focalmix.table_io import is_table
 from focalmix._cli_text import LINKS, UsageError
 from focalmix.trust import UntrustedClassError, check_hyperparameters
 
@@ -61,7 +61,7 @@ def checkpoint_settings(
     # medians): the data is encoded with that one, never refitted on the rows at hand.
     spec = ckpt["hyper_parameters"].get("preprocessing")
     source = data.get("source", current.get("source"))
-    if spec is None and _sources.is_table(source):
+    if spec is None and is_table(source):
         raise UsageError(
             f"--ckpt_path: {ckpt_path} holds no table encoding (it was trained before focalmix encoded"
             " tables inside the model, or on arrays); its inputs cannot be rebuilt from a table",

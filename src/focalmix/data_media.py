@@ -28,7 +28,7 @@ CACHE_OFF = ("none", "off", "false")
 
 @dataclass
 class MediaSettings:
-    """The datamodule's media arguments (checked there)."""
+    """The datamodule's media arguments (checked there, by :mod:`focalmix.data_arguments`)."""
 
     path_column: str | None = None
     clip_seconds: float | None = None
@@ -48,38 +48,13 @@ class MediaSettings:
             return float(self.clip_seconds)
         return float(getattr(spec, "clip_seconds", None) or 1.0)
 
-
-def check_settings(
-    path_column: Any,
-    clip_seconds: Any,
-    bad_files: Any,
-    long_files: Any,
-    cache_dir: Any,
-    hop_seconds: Any = 0.1,
-    refractory_seconds: Any = 1.0,
-) -> MediaSettings:
-    """Check the datamodule's media arguments when it is built (a bad config fails when parsed)."""
-    if path_column is not None and not isinstance(path_column, str):
-        raise TypeError(f"`path_column` must be a column name, got {path_column!r}.")
-    if clip_seconds is not None:
-        if isinstance(clip_seconds, bool) or not isinstance(clip_seconds, int | float):
-            raise TypeError(f"`clip_seconds` must be a number of seconds, got {clip_seconds!r}.")
-        if not 0 < clip_seconds < 3600:
-            raise ValueError(f"`clip_seconds` must be in (0, 3600), got {clip_seconds}.")
-    for name, value, choices in (
-        ("bad_files", bad_files, ("error", "skip")),
-        ("long_files", long_files, ("split", "crop", "error")),
-    ):
-        if value not in choices:
-            raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
-    if not isinstance(cache_dir, str | os.PathLike) or not str(cache_dir):
-        raise TypeError(f"`cache_dir` must be 'auto', 'none' or a folder, got {cache_dir!r}.")
-    for name, value in (("hop_seconds", hop_seconds), ("refractory_seconds", refractory_seconds)):
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 3600:
-            raise ValueError(f"`{name}` must be a number of seconds in (0, 3600), got {value!r}.")
-    return MediaSettings(
-        path_column, clip_seconds, bad_files, long_files, str(cache_dir), hop_seconds, refractory_seconds
-    )
+    def wakeword(self, spec: Any) -> dict[str, float]:
+        """Window, hop and refractory times: how FA/h is counted and detections are merged."""
+        return {
+            "clip_seconds": self.clip_for(spec),
+            "hop_seconds": self.hop_seconds,
+            "refractory_seconds": self.refractory_seconds,
+        }
 
 
 def is_media(source: Any, path_column: str | None) -> bool:
@@ -275,3 +250,38 @@ def raw_dataset(index: Any, y: torch.Tensor | None, spec: Any, settings: MediaSe
             + ("SpeechEmbedding" if index.kind == "audio" else "EfficientNetLite0")
         )
     return media.MediaDataset(index, y, media.make_loader(spec, settings.clip_for(spec)), with_index)
+
+
+def media_dataset(
+    index: Any,
+    y: torch.Tensor | None,
+    split: str,
+    backbone: torch.nn.Module | None,
+    settings: MediaSettings,
+    trainer: Any,
+    with_index: bool = False,
+) -> Any:
+    """One split of media as a dataset: a frozen backbone's features (computed once, cached), else clips or
+    images decoded per batch. Augmented views are for training rows only."""
+    with_index = with_index or split == "predict"
+    spec = getattr(backbone, "input_spec", None)
+    frozen = backbone is not None and (getattr(backbone, "frozen", False) or _frozen_by_model(trainer))
+    if frozen and spec is not None:
+        views = settings.augment_views if split == "train" else 0  # never val/test rows
+        return features_dataset(index, y, split, backbone, spec, settings, trainer, with_index, views)
+    return raw_dataset(index, y, spec, settings, with_index)
+
+
+def _frozen_by_model(trainer: Any) -> bool:
+    model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    return bool(getattr(getattr(model, "hparams", {}), "get", lambda *_: False)("freeze_backbone"))
+
+
+def media_ids(index: Any) -> Any:
+    """The predictions CSV's leading columns for media: the path, and the start of clips of long files."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"path": index.paths})
+    if np.any(index.starts):
+        frame["start_seconds"] = index.starts
+    return frame

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from torch.utils.data._utils.collate import default_collate
 
 
@@ -214,3 +214,64 @@ class InMemoryBatches:
     def load_state_dict(self, state: dict[str, int]) -> None:
         """The next pass over ``state["epoch"]`` starts after its first ``state["batches"]`` batches."""
         self._resume = dict(state)
+
+
+def make_loader(
+    ds: Dataset,
+    batch_size: int,
+    num_workers: int = 0,
+    pin_memory: bool = False,
+    persistent_workers: bool = False,
+    shuffle: bool = False,
+    sampler: Any = None,
+) -> DataLoader:
+    """The datamodule's ``DataLoader``: whole batches from :class:`ArrayDataset`; the last may be short."""
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        sampler=sampler,
+        drop_last=False,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=persistent_workers,
+        collate_fn=passthrough_collate,
+    )
+
+
+def eval_sampler(trainer: Any, ds: Dataset) -> Sampler | None:
+    """Under DDP, shard without padding (every sample counted once); Lightning keeps a sampler it is given.
+
+    None in one process, with ``use_distributed_sampler=False``, or for a split smaller than the world.
+    """
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    kwargs = getattr(trainer, "distributed_sampler_kwargs", None) if trainer is not None else None
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if not kwargs or not getattr(connector, "use_distributed_sampler", True):
+        return None
+    replicas = kwargs.get("num_replicas", 1)
+    if replicas <= 1 or len(ds) < replicas:
+        return None
+    return UnrepeatedDistributedSampler(ds, num_replicas=replicas, rank=kwargs.get("rank", 0), shuffle=False)
+
+
+def batch_device(trainer: Any, ds: ArrayDataset) -> torch.device | None:
+    """The accelerator, when the training split takes at most a quarter of its free memory; else None."""
+    device = trainer.strategy.root_device if trainer is not None else None
+    if device is None or device.type != "cuda":
+        return None  # on CPU the data is already where the batches are made
+    free, _ = torch.cuda.mem_get_info(device)
+    size = ds.x[:1].nbytes * len(ds) + (0 if ds.y is None else ds.y[:1].nbytes * len(ds))
+    return device if size <= free // 4 else None
+
+
+def train_sampler(
+    ds: ArrayDataset, class_counts: Sequence[int], balanced: bool, seed: int
+) -> EpochWeightedSampler | EpochShuffleSampler:
+    """Training rows' order: drawn by inverse class frequency (``balanced``), else shuffled, per epoch."""
+    if balanced:
+        counts = torch.tensor(list(class_counts), dtype=torch.float64)
+        weights = (1.0 / counts)[ds.y[torch.from_numpy(ds.indices)].long()]
+        return EpochWeightedSampler(weights, len(ds), seed)
+    return EpochShuffleSampler(len(ds), seed)

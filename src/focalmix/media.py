@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from focalmix._checks import ArgumentValueError, Satisfies, check_one
-from focalmix._sources import TABLE_SUFFIXES, read_table
 from focalmix.media_dataset import MediaDataset, make_loader
 from focalmix.media_io import (
     AUDIO_SUFFIXES,
@@ -35,6 +34,7 @@ from focalmix.media_io import (
     probe,
 )
 from focalmix.media_windows import LONG_FILE_TOLERANCE, split_long_files, windows
+from focalmix.table_io import TABLE_SUFFIXES, read_table
 
 __all__ = [
     "AUDIO_SUFFIXES",

@@ -1,0 +1,61 @@
+"""Standardization statistics of array data, in chunks: memory-mapped data is never read whole."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from focalmix.sources.base import short_list
+
+_CHUNK_ELEMENTS = 1 << 22  # values per chunk when scanning (32 MB of float64)
+
+
+def scan(
+    x: np.ndarray | torch.Tensor, rows: np.ndarray | None, names: list[str] | None, name: str
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Check every value is finite and return (mean, std) over ``rows`` (None: no statistics).
+
+    One chunked pass (memory-mapped data is never read whole), Chan et al.'s pairwise update in
+    float64. Per feature for (N, F) data, per channel (shape (C, 1, ..)) for (N, C, ...) data.
+    """
+    xn = x.numpy() if isinstance(x, torch.Tensor) else x
+    axes = (0,) if xn.ndim == 2 else (0, *range(2, xn.ndim))
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, math.prod(xn.shape[1:])))
+    mask = None
+    if rows is not None:
+        mask = np.zeros(len(xn), dtype=bool)
+        mask[rows] = True
+    n, mean, m2 = 0, 0.0, 0.0
+    bad_rows, bad_feats = 0, np.zeros(xn.shape[1], dtype=bool)
+    for start in range(0, len(xn), chunk):
+        block = np.asarray(xn[start : start + chunk])
+        if block.dtype.kind == "f":
+            finite = np.isfinite(block).reshape(len(block), -1) if xn.ndim > 2 else np.isfinite(block)
+            if not finite.all():
+                bad_rows += int((~finite.all(axis=1)).sum())
+                if xn.ndim == 2:
+                    bad_feats |= ~finite.all(axis=0)
+                continue
+        if mask is None:
+            continue
+        sel = block[mask[start : start + chunk]].astype(np.float64)
+        if len(sel) == 0:
+            continue
+        nb = sel.size // xn.shape[1]
+        mb = sel.mean(axis=axes, keepdims=True)
+        m2b = ((sel - mb) ** 2).sum(axis=axes, keepdims=True)
+        delta, total = mb - mean, n + nb
+        mean, m2, n = mean + delta * (nb / total), m2 + m2b + delta**2 * (n * nb / total), total
+    if bad_rows:
+        cols = np.flatnonzero(bad_feats).tolist()
+        where = f" in columns {short_list([names[i] for i in cols] if names else cols)}" if cols else ""
+        raise ValueError(
+            f"NaN or infinite feature values in {name}{where}: {bad_rows} rows. Drop or impute them first."
+        )
+    if mask is None:
+        return None
+    mean_t = torch.from_numpy(np.asarray(mean)[0]).float()
+    std_t = torch.from_numpy(np.sqrt(np.asarray(m2)[0] / max(n, 1))).float().clamp_min(1e-6)
+    return mean_t, std_t
