@@ -9,7 +9,9 @@ it was read from).
 
 from __future__ import annotations
 
-import os
+import contextlib
+import io
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,9 +109,8 @@ class RunHooks:
         bar = self.trainer.progress_bar_callback
         plain = bar is None or not bar.is_enabled
         plain = plain or (isinstance(bar, FocalMixProgressBar) and bar.plain_lines())
-        quiet = {"TQDM_DISABLE": "1"} if plain else {}  # the range test's own bar (tqdm >= 4.66 reads it)
         try:
-            with _environ(quiet):
+            with _without_range_test_bar(plain):
                 finder = tuner.lr_find(self.model, datamodule=self.datamodule)
         finally:
             self.trainer.fit_loop.max_epochs = max_epochs
@@ -232,15 +233,21 @@ def fit_summary(run: str, best: str, columns: dict[str, dict[str, Any]], positiv
 
 
 @contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the block, then restore them."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
+def _without_range_test_bar(active: bool) -> Iterator[None]:
+    """Keep the range test's own tqdm bar (Lightning draws it with no option to turn it off) out of a
+    log: stderr is held during the block and written back without the bar's lines."""
+    if not active:
         yield
+        return
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        lines = held.getvalue().replace("\r", "\n").splitlines()
+        kept = [line for line in lines if line.strip() and not line.startswith(_RANGE_TEST_BAR)]
+        if kept:
+            print("\n".join(kept), file=sys.stderr)
+
+
+_RANGE_TEST_BAR = "Finding best initial lr"  # lightning.pytorch.tuner.lr_finder._LRCallback's tqdm
