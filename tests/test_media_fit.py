@@ -128,8 +128,9 @@ def test_focalmix_fit_on_a_folder_of_wavs_caches_and_predicts_paths(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert _computed(first.stdout) == {"train": (0, 20), "val": (0, 5)}, first.stdout
     os.utime(clips / "no" / "n03.wav", ns=(1, 1))  # a changed file: recomputed, only it
-    second = _focalmix(fit, tmp_path, tmp_path / "cache")
+    second = _focalmix(fit[:-2], tmp_path, tmp_path / "cache")  # with the report: it scores cached features
     assert second.returncode == 0, second.stderr[-3000:]
+    assert (tmp_path / "lightning_logs" / "version_1" / "report" / "report.html").is_file(), second.stdout
     counts = _computed(second.stdout)
     assert sum(c for _, c in counts.values()) == 1 and sum(h for h, _ in counts.values()) == 24, counts
     best = tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "best.ckpt"

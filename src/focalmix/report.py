@@ -203,10 +203,13 @@ def _predict(model: Any, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch
     targets, probs, raw = [], [], []
     try:
         with torch.no_grad():
-            for batch in loader:
-                x = batch["x"].to(device)
-                probs.append(model.predict_proba(x, calibrated=True).cpu())
-                raw.append(model.predict_proba(x, calibrated=False).cpu())
+            for batch in loader:  # raw inputs, or a frozen backbone's cached features (media)
+                if "features" in batch:
+                    logits = model._head_logits(batch["features"].to(device))
+                else:
+                    logits = model(batch["x"].to(device))
+                probs.append(model._to_probs(model.calibrate_logits(logits)).cpu())
+                raw.append(model._to_probs(logits).cpu())
                 targets.append(batch["y"].cpu())
     finally:
         model.train(was_training)
