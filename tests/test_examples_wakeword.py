@@ -16,7 +16,7 @@ pytest.importorskip("soxr")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "wakeword" / "make_dataset.py"
 TINY = ["--clips-per-voice", "3", "--train-voices", "4", "--test-voices", "2", "--piper-clips", "2",
-        "--background-seconds", "3"]  # fmt: skip
+        "--background-seconds", "3", "--train-talk-clips", "3"]  # fmt: skip
 
 
 def _espeak_problem() -> str | None:
@@ -90,6 +90,8 @@ def test_layout_and_every_clip_is_one_second_of_16khz_mono(made):
     written = {str(p.relative_to(root)) for p in root.rglob("*.wav")}
     assert set(info["files"]) == written  # every file described, nothing else
     assert info["sample_rate"] == 16000 and info["phrase"] == "hey focal"
+    talk = sorted(k for k, m in info["files"].items() if m.get("kind") == "talk")  # --train-talk-clips 3
+    assert talk == [f"train/other/talk-{i:04d}.wav" for i in range(3)]
 
 
 @pytest.mark.slow

@@ -422,6 +422,38 @@ def piper_split(piper: Piper, writer: Writer, args, seed: int) -> None:
                     rng, whole, **meta)  # fmt: skip
 
 
+def train_talk(espeak: Espeak, writer: Writer, voices: list[dict], args, seed: int) -> None:
+    """``train/other`` clips cut at random offsets from continuous talk of the training voices.
+
+    Background audio is read in windows that start anywhere: mid-word, across two words, over a pause. The
+    other clips hold whole words at random offsets; these hold what a sliding window sees in talk (the
+    background's mix of sentences, words and confusables, with pauses), so the threshold chosen for few
+    false accepts per hour keeps more of the phrase. Voices are the training voices only.
+    """
+    rng = np.random.default_rng([seed, 17])
+    written = 0
+    while written < args.train_talk_clips:
+        voice = voices[int(rng.integers(len(voices)))]
+        parts, said = [], []
+        for _, text in texts(args.phrase, rng, 3, hard_share=0.25):
+            speech = espeak.say(text, voice["voice"], voice["rate"] * rng.uniform(0.9, 1.1),
+                                np.clip(voice["pitch"] + rng.uniform(-8, 8), 0, 99), voice["range"],
+                                int(rng.integers(2**31)))  # fmt: skip
+            parts += [speech / (np.abs(speech).max() + 1e-9) * rng.uniform(0.3, 1.0), pause(rng)]
+            said.append(text)
+        talk = np.concatenate([pause(rng)] + parts)
+        for _ in range(max(1, len(talk) // RATE // 2)):
+            if written == args.train_talk_clips:
+                break
+            start = int(rng.integers(0, max(1, len(talk) - RATE)))
+            meta = {"voice": voice["voice"], "text": " | ".join(said), "kind": "talk",
+                    "cut_at_s": round(start / RATE, 3)}  # fmt: skip
+            cut = talk[start : start + RATE]
+            writer.clip("train", "other", f"talk-{written:04d}", np.pad(cut, (0, RATE - len(cut))), rng,
+                        whole=True, **meta)  # fmt: skip
+            written += 1
+
+
 def background(
     espeak: Espeak, writer: Writer, voices: list[dict], paths: list[Path], args, seed: int
 ) -> None:
@@ -485,6 +517,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--piper-clips", type=int, default=100, help="clips of test_piper/ (0: none); 100")
     parser.add_argument("--background-seconds", type=float, default=150.0,
                         help="seconds of synthesized talk in background/ (0: none); 150")  # fmt: skip
+    parser.add_argument("--train-talk-clips", type=int, default=0,
+                        help="train/other clips cut from continuous talk of train voices; 0")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files; default 0")
     args = parser.parse_args(argv)
     for name in ("clips_per_voice", "train_voices", "test_voices"):
@@ -492,8 +526,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.held_out < 1 or not 0 < args.wake_fraction < 1:
         parser.error("--held-out and --wake-fraction must be in (0, 1)")
-    if args.piper_clips < 0 or args.background_seconds < 0:
-        parser.error("--piper-clips and --background-seconds must be >= 0")
+    if args.piper_clips < 0 or args.background_seconds < 0 or args.train_talk_clips < 0:
+        parser.error("--piper-clips, --background-seconds and --train-talk-clips must be >= 0")
     return args
 
 
@@ -515,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
     test_files = {paths[i] for i in order[: len(paths) // 3]}
     split_files = {s: [p for p in paths if (p in test_files) == (s == "test")] for s in ("train", "test")}
     recorded_clips(writer, split_files, args.seed)
+    if args.train_talk_clips:
+        train_talk(espeak, writer, voices["train"], args, args.seed)
     piper_note = "not built (--piper-clips 0)"
     if args.piper_clips:
         try:

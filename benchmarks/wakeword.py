@@ -1,0 +1,338 @@
+"""Wake word on the synthesized set: FRR at a threshold chosen for <= 0.5 FA/h, FA/h on held-out background.
+
+Run: ``python benchmarks/wakeword.py --work DIR [--settings NAME ...] [--probe 0 4]`` (issues 18 and 19).
+It builds the set of ``examples/wakeword/make_dataset.py`` into ``DIR/set`` (skipped when
+``DIR/set/voices.json`` exists) with ``--background-seconds 1200`` (25 minutes of background: held-out
+voices talking, the recordings, noise) and ``--train-talk-clips 1000`` (train/other clips cut at random
+offsets from continuous talk of the training voices), then cuts every background file in two halves:
+
+* ``DIR/bg_thr/``: the first halves (12.5 min), the ``--data.background_source`` the threshold is chosen
+  on (``--model.threshold_metric fa_per_hour --model.max_fa_per_hour 0.5``: with 12.5 minutes, no event);
+* ``DIR/bg_held/``: the second halves (12.5 min), never seen by the fit: false accepts are counted there
+  with ``focalmix predict --data.predict_source DIR/bg_held --detections true`` at the checkpoint's
+  threshold (one row per event; recounted from the per-window predictions with
+  ``focalmix.wakeword.false_accepts`` as a check). One event in 12.5 minutes is 4.8 FA/h: no event
+  bounds FA/h by 14 (95%), not by 0.5, which would take 6 hours of background without an event.
+
+Training folders: ``DIR/train_notalk/`` (the set as make_dataset writes it by default, without the talk
+cuts), ``DIR/set/train`` (with them), ``DIR/train_big/`` (``DIR/set_400``: 400 training voices and 2,000
+talk cuts from the same training variants, the set's training recordings; the held-out variants stay
+unseen). Each setting is one ``focalmix fit`` (a fresh process, timed by the wall clock; the feature cache
+under ``DIR/cache`` is shared, so only new clips or augmented views go through the backbone; a setting
+whose ``DIR/runs/<name>/fit.json`` exists is scored again, not refitted), then ``focalmix predict`` on
+``test/`` (held-out espeak voices), ``test_piper/`` (the neural voice) and ``bg_held/``. Measures: test
+AUROC and recall at FPR <= 0.05 (scikit-learn's ``roc_curve``), the chosen threshold, FRR on the test/
+wake clips at it, FA/h on the held-out background, FRR and FA/h on the validation rows and ``bg_thr``
+(the checkpoint's table), recall on the test_piper wake clips at the threshold and test_piper's AUROC.
+``--probe VIEWS``: scikit-learn heads (logistic regression, MLPs) on the same cached features, which
+focalmix's one linear layer on a frozen backbone cannot be. A table in Markdown and ``DIR/results.json``.
+
+A fit takes 1-5 minutes on a 2-core machine once the features are cached; the first computes about
+18,000 clips and windows (30-60 per second), ``--data.augment_views 4`` adds 4 views of each training clip,
+``train_big`` 6,800 clips. All settings: about an hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MAKE_DATASET = ROOT / "examples" / "wakeword" / "make_dataset.py"
+BACKBONE = "focalmix.backbones.SpeechEmbedding"
+COMMON = ["--model.threshold_metric", "fa_per_hour", "--model.max_fa_per_hour", "0.5",
+          "--trainer.max_epochs", "100", "--seed_everything", "42", "--report", "false"]  # fmt: skip
+LR3 = ["--model.learning_rate", "1e-3"]
+AUG2 = ["--data.augment_views", "2", "--data.noise_source", "noise"]  # noise: colored noise only
+AUG4 = ["--data.augment_views", "4", "--data.noise_source", "noise"]
+SHARP = ["--model.mixup_alpha", "0", "--model.label_smoothing", "0", "--model.dropout", "0.1"]
+SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
+    "lr 1e-4 (default), no talk": ("train_notalk", []),
+    "lr 1e-3, no talk": ("train_notalk", LR3),
+    "lr 1e-3, talk": ("set/train", LR3),
+    "lr 1e-3, talk, aug 2": ("set/train", [*LR3, *AUG2]),
+    "lr 1e-3, talk, aug 4": ("set/train", [*LR3, *AUG4]),
+    "lr 1e-3, talk, 400 voices": ("train_big", LR3),
+    "lr 1e-3, talk, sharp": ("set/train", [*LR3, *SHARP]),
+    "lr 1e-3, talk, sharp, alpha 0.25": ("set/train", [*LR3, *SHARP, "--model.focal_alpha", "0.25"]),
+    "lr 1e-3, talk, sharp, aug 2": ("set/train", [*LR3, *SHARP, *AUG2]),
+    "lr 1e-3, talk, sharp, aug 4": ("set/train", [*LR3, *SHARP, *AUG4]),
+    "lr 1e-3, talk, 400 voices, sharp": ("train_big", [*LR3, *SHARP]),
+    "lr 1e-3, talk, 400 voices, sharp, aug 2": ("train_big", [*LR3, *SHARP, *AUG2]),
+    "lr 1e-3, talk, 400 voices, sharp, alpha 0.25": (
+        "train_big",
+        [*LR3, *SHARP, "--model.focal_alpha", "0.25"],
+    ),
+}
+DEFAULT = list(SETTINGS)
+
+
+def prepare(work: Path, background_seconds: float, talk: int) -> None:
+    """The set, the two background halves, the no-talk training folder and the noise folder."""
+    import soundfile as sf
+
+    if not (work / "set" / "voices.json").exists():
+        cmd = [sys.executable, str(MAKE_DATASET), str(work / "set"), "--background-seconds",
+               str(background_seconds), "--train-talk-clips", str(talk)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    for name in ("bg_thr", "bg_held", "noise"):
+        (work / name).mkdir(exist_ok=True)
+    for path in sorted((work / "set" / "background").glob("*.wav")):
+        audio, rate = sf.read(path, dtype="float32")
+        half = len(audio) // 2
+        for name, part in (("bg_thr", audio[:half]), ("bg_held", audio[half:])):
+            if not (work / name / path.name).exists():
+                sf.write(work / name / path.name, part, rate, subtype="FLOAT")
+    if not (work / "noise" / "noise.wav").exists():  # colored noise only: no held-out voice leaks in
+        os.link(work / "bg_thr" / "noise.wav", work / "noise" / "noise.wav")
+    if not (work / "set_400" / "voices.json").exists():  # more training voices (same held-out variants)
+        cmd = [sys.executable, str(MAKE_DATASET), str(work / "set_400"), "--train-voices", "400",
+               "--test-voices", "1", "--piper-clips", "0", "--background-seconds", "0",
+               "--train-talk-clips", str(2 * talk)]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    for label in ("wake", "other"):  # its recordings split differently: the set's training recordings
+        folder = work / "train_big" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for clip in (work / "set_400" / "train" / label).glob("*.wav"):
+            if not clip.name.startswith("audioeval-") and not (folder / clip.name).exists():
+                os.link(clip, folder / clip.name)
+        for clip in (work / "set" / "train" / label).glob("audioeval-*.wav"):
+            if not (folder / clip.name).exists():
+                os.link(clip, folder / clip.name)
+    for label in ("wake", "other"):
+        folder = work / "train_notalk" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for clip in (work / "set" / "train" / label).glob("*.wav"):
+            if not clip.name.startswith("talk-") and not (folder / clip.name).exists():
+                os.link(clip, folder / clip.name)
+
+
+def focalmix(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    cmd = [sys.executable, "-m", "focalmix", *args]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"failed: {shlex.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return time.perf_counter() - start, done.stdout + done.stderr
+
+
+def predict(ckpt: Path, source: Path, out: Path, env: dict[str, str], detections: bool = False):
+    import pandas as pd
+
+    args = ["predict", "--ckpt_path", str(ckpt), "--data.predict_source", str(source),
+            "--prediction_writer.path", str(out)]  # fmt: skip
+    focalmix(args + (["--detections", "true"] if detections else []), env)
+    return pd.read_csv(out)
+
+
+def scores(frame, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, prob_wake) of the clips of ``folder/{other,wake}``, one row per clip."""
+    prob = frame.groupby(frame["path"].map(lambda p: str(Path(p).resolve())))["prob_wake"].max()
+    paths = sorted(p for c in ("other", "wake") for p in (folder / c).glob("*.wav"))
+    y = np.array([p.parent.name == "wake" for p in paths], dtype=int)
+    return y, prob.loc[[str(p.resolve()) for p in paths]].to_numpy()
+
+
+def run(name: str, work: Path, env: dict[str, str]) -> dict:
+    import soundfile as sf
+    import torch
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    from focalmix import wakeword
+
+    train, extra = SETTINGS[name]
+    slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    root = work / "runs" / slug
+    args = ["fit", "--data.source", str(work / train), "--data.test_source", str(work / "set" / "test"),
+            "--model.backbone", BACKBONE, "--data.background_source", str(work / "bg_thr"),
+            *COMMON, *extra, "--trainer.default_root_dir", str(root)]  # fmt: skip
+    if (root / "fit.json").exists():  # fitted before: evaluated again, not refitted
+        wall, log = (lambda d: (d["wall_s"], d["log"]))(json.loads((root / "fit.json").read_text()))
+    else:
+        wall, log = focalmix(args, env)
+        (root / "fit.json").write_text(json.dumps({"wall_s": wall, "log": log}))
+    ckpt = Path(re.findall(r"best checkpoint: .*?, (\S+best\.ckpt)", log)[-1])
+    ckpt = ckpt if ckpt.is_absolute() else work / ckpt
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    threshold = float(state["state_dict"]["threshold"])
+    epochs = max(int(m) for m in re.findall(r"epoch (\d+)/", log))
+    computed = sum(
+        int(c.replace(",", "")) for c in re.findall(r"items, [\d,]+ from cache, ([\d,]+) computed \(", log)
+    )
+    out = {"setting": name, "command": "focalmix " + shlex.join(args).replace(str(work) + "/", "DIR/"),
+           "wall_s": round(wall, 1), "epochs": epochs, "features_computed": computed,
+           "threshold": threshold}  # fmt: skip
+    y, p = scores(predict(ckpt, work / "set" / "test", root / "test.csv", env), work / "set" / "test")
+    y_test, p_test = y, p
+    fpr, tpr, _ = roc_curve(y, p)
+    out.update(test_auroc=float(roc_auc_score(y, p)), test_recall_fpr05=float(tpr[fpr <= 0.05].max()),
+               test_frr=float((p[y == 1] < threshold).mean()),
+               test_fpr=float((p[y == 0] >= threshold).mean()))  # fmt: skip
+    piper = work / "set" / "test_piper"
+    if piper.is_dir():
+        y, p = scores(predict(ckpt, piper, root / "piper.csv", env), piper)
+        fpr, tpr, _ = roc_curve(y, p)
+        out.update(piper_recall=float((p[y == 1] >= threshold).mean()),
+                   piper_auroc=float(roc_auc_score(y, p)),
+                   piper_recall_fpr05=float(tpr[fpr <= 0.05].max()))  # fmt: skip
+    events = predict(ckpt, work / "bg_held", root / "heldout_events.csv", env, detections=True)
+    hours = sum(sf.info(f).duration for f in (work / "bg_held").glob("*.wav")) / 3600
+    out.update(heldout_false_accepts=len(events), heldout_hours=round(hours, 4),
+               heldout_fa_per_hour=len(events) / hours)  # fmt: skip
+    # the windows too: FA/h on the held-out half at every threshold (and the events recounted as a check)
+    windows = predict(ckpt, work / "bg_held", root / "heldout_windows.csv", env)
+    files, ids = np.unique(windows["path"].to_numpy(), return_inverse=True)
+    grid = wakeword.threshold_grid()
+    counts = wakeword.false_accepts(windows["prob_wake"].to_numpy(), windows["start_seconds"].to_numpy(),
+                                    np.append(grid, threshold), 0.1, 1.0, ids)  # fmt: skip
+    out["heldout_events_recounted"] = int(counts[-1])
+    ok = grid[counts[:-1] / hours <= 0.5]
+    out["heldout_threshold_for_0.5fa"] = float(ok.min()) if ok.size else None
+    out["test_frr_at_heldout_threshold"] = float((p_test[y_test == 1] < ok.min()).mean()) if ok.size else None
+    table = state.get("focalmix_wakeword") or {}  # the FRR/FA-h table of the best epoch (validation)
+    if table:
+        i = int(np.argmin(np.abs(np.asarray(table["threshold"]) - threshold)))
+        out.update(val_frr=table["frr"][i], val_fa_per_hour=table["fa_per_hour"][i],
+                   val_hours=table["background_hours"])  # fmt: skip
+    return out
+
+
+def probe(work: Path, views: int, talk: bool = True) -> list[dict]:
+    """Heads focalmix has no option for, on its cached features: scikit-learn's logistic regression and
+    MLPs on ``set/train`` (all rows; ``views`` augmented views of the fit's training rows), the threshold
+    just above the highest background window of ``bg_thr`` (no event), scored like the fits.
+
+    Reads the feature cache as ``focalmix.cache`` documents it (``shard-*.json`` keys
+    ``path|size|mtime|start|view...`` and ``shard-*.npy`` rows): run after the fits that filled it.
+    """
+    import soundfile as sf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    from focalmix import wakeword
+
+    rows = {}
+    for meta in (work / "cache").glob("focalmix/*/shard-*.json"):
+        info, x = json.loads(meta.read_text()), np.load(meta.with_suffix(".npy"), allow_pickle=False)
+        if x.shape[1] != 288:  # 1 s clips only
+            continue
+        for key, row in zip(info["keys"], x, strict=True):
+            path, _, _, start, view = key.split("|")[:5]
+            rows[path, float(start), int(view)] = row
+
+    def split(folder: Path, keep_views: int = 0):
+        prefix = str(folder) + "/"
+        keys = sorted(k for k in rows if k[0].startswith(prefix) and k[2] <= keep_views)
+        if not talk:
+            keys = [k for k in keys if "/talk-" not in k[0]]
+        return keys, np.stack([rows[k] for k in keys])
+
+    ktr, xtr = split(work / "set" / "train", views)
+    ytr = np.array(["/wake/" in k[0] for k in ktr], dtype=int)
+    scaler = StandardScaler().fit(xtr)
+    clips = {}
+    for name in ("test", "test_piper"):
+        keys, x = split(work / "set" / name)
+        clips[name] = (np.array(["/wake/" in k[0] for k in keys], dtype=int), scaler.transform(x))
+    background = {}
+    for name in ("bg_thr", "bg_held"):
+        keys, x = split(work / name)
+        files, ids = np.unique([k[0] for k in keys], return_inverse=True)
+        hours = sum(sf.info(f).duration for f in files) / 3600
+        background[name] = (scaler.transform(x), np.array([k[1] for k in keys]), ids, hours)
+    heads = {
+        "logistic regression": LogisticRegression(C=1.0, max_iter=2000),
+        "MLP 64": MLPClassifier((64,), alpha=1e-3, max_iter=300, early_stopping=True, random_state=0),
+        "MLP 128-128": MLPClassifier(
+            (128, 128), alpha=1e-3, max_iter=300, early_stopping=True, random_state=0
+        ),
+    }
+    out = []
+    for name, head in heads.items():
+        head.fit(scaler.transform(xtr), ytr)
+        prob = {k: head.predict_proba(v[1])[:, 1] for k, v in clips.items()}
+        x, starts, ids, hours = background["bg_thr"]
+        threshold = float(np.nextafter(head.predict_proba(x)[:, 1].max(), 1.0))
+        x, starts, ids, hours = background["bg_held"]
+        held = wakeword.false_accepts(
+            head.predict_proba(x)[:, 1], starts, np.array([threshold]), 0.1, 1.0, ids
+        )
+        y, p = clips["test"][0], prob["test"]
+        fpr, tpr, _ = roc_curve(y, p)
+        yp, pp = clips["test_piper"][0], prob["test_piper"]
+        out.append({
+            "setting": f"probe: {name}, {'talk' if talk else 'no talk'}, aug {views}",
+            "test_auroc": float(roc_auc_score(y, p)), "test_recall_fpr05": float(tpr[fpr <= 0.05].max()),
+            "threshold": threshold, "test_frr": float((p[y == 1] < threshold).mean()),
+            "heldout_false_accepts": int(held[0]), "heldout_fa_per_hour": float(held[0] / hours),
+            "val_frr": float("nan"), "val_fa_per_hour": 0.0,
+            "piper_recall": float((pp[yp == 1] >= threshold).mean()),
+            "piper_auroc": float(roc_auc_score(yp, pp)),
+            "epochs": int(np.max(head.n_iter_)), "wall_s": float("nan"), "features_computed": 0,
+        })  # fmt: skip
+    return out
+
+
+def markdown(results: list[dict]) -> str:
+    head = ("| setting | test AUROC | recall @FPR<=0.05 | threshold | FRR test/ | FA/h held-out (events) "
+            "| val FRR, FA/h | piper recall @thr | piper AUROC | epochs | wall s (computed) |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        val = f"{r['val_frr']:.1%}, {r['val_fa_per_hour']:.1f}" if r["val_frr"] == r["val_frr"] else "-"
+        wall = f"{r['wall_s']:.0f} ({r['features_computed']:,})" if r["wall_s"] == r["wall_s"] else "-"
+        lines.append(
+            f"| {r['setting']} | {r['test_auroc']:.4f} | {r['test_recall_fpr05']:.3f} | {r['threshold']:.4f} "
+            f"| {r['test_frr']:.1%} | {r['heldout_fa_per_hour']:.1f} ({r['heldout_false_accepts']}) | {val} "
+            f"| {r['piper_recall']:.1%} | {r['piper_auroc']:.3f} | {r['epochs']} | {wall} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("wakeword-bench"), help="working folder")
+    parser.add_argument(
+        "--settings",
+        nargs="*",
+        default=DEFAULT,
+        choices=list(SETTINGS),
+        metavar="NAME",
+        help=f"settings to run, in order; default: {DEFAULT}; all: {list(SETTINGS)}",
+    )
+    parser.add_argument("--background-seconds", type=float, default=1200.0)
+    parser.add_argument("--train-talk-clips", type=int, default=1000)
+    parser.add_argument("--rescore", action="store_true", help="score settings in results.json again")
+    parser.add_argument("--probe", type=int, nargs="*", default=None, metavar="VIEWS",
+                        help="sklearn heads on the cached features, with these augmented views")  # fmt: skip
+    args = parser.parse_args()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    prepare(work, args.background_seconds, args.train_talk_clips)
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache")}
+    results_path = work / "results.json"
+    done = {r["setting"]: r for r in json.loads(results_path.read_text())} if results_path.exists() else {}
+    for name in args.settings:
+        if name in done and not args.rescore:  # measured before: its row as it was
+            continue
+        done[name] = run(name, work, env)
+        results_path.write_text(json.dumps(list(done.values()), indent=1))
+        print(markdown([done[name]]).splitlines()[-1], flush=True)
+    probes = [
+        r for views in (args.probe or [0] if args.probe is not None else []) for r in probe(work, views)
+    ]
+    print(markdown([done[n] for n in args.settings] + probes))
+
+
+if __name__ == "__main__":
+    main()
