@@ -55,6 +55,8 @@ LR3 = ["--model.learning_rate", "1e-3"]
 AUG2 = ["--data.augment_views", "2", "--data.noise_source", "noise"]  # noise: colored noise only
 AUG4 = ["--data.augment_views", "4", "--data.noise_source", "noise"]
 SHARP = ["--model.mixup_alpha", "0", "--model.label_smoothing", "0", "--model.dropout", "0.1"]
+HEAD64 = ["--model.head_hidden_sizes", "[64]"]
+HEAD128 = ["--model.head_hidden_sizes", "[128]"]
 SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     "lr 1e-4 (default), no talk": ("train_notalk", []),
     "lr 1e-3, no talk": ("train_notalk", LR3),
@@ -72,6 +74,9 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
         "train_big",
         [*LR3, *SHARP, "--model.focal_alpha", "0.25"],
     ),
+    # an MLP head on the frozen embedding (--model.head_hidden_sizes), what the scikit-learn probe suggested
+    "lr 1e-3, talk, sharp, aug 4, head 64": ("set/train", [*LR3, *SHARP, *AUG4, *HEAD64]),
+    "lr 1e-3, talk, 400 voices, sharp, head 128": ("train_big", [*LR3, *SHARP, *HEAD128]),
 }
 DEFAULT = list(SETTINGS)
 

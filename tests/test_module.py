@@ -492,3 +492,20 @@ def test_mixup_mixes_encoded_features_not_category_codes():
     expected, lam, _ = mixup(encoded, 1.0, gen)
     assert 0 < lam < 1
     assert_close(mixed, expected)
+
+
+def test_head_hidden_sizes_build_an_mlp_head_and_the_default_keeps_the_linear_head():
+    """``head_hidden_sizes``: Linear -> ReLU -> Dropout per width before the output layer; () is the
+    recipe's Dropout -> Linear head with the state-dict keys of earlier checkpoints."""
+    plain = FocalMixClassifier(num_features=6, hidden_sizes=(8,))
+    assert [k for k in plain.state_dict() if k.startswith("head.")] == ["head.1.weight", "head.1.bias"]
+    deep = FocalMixClassifier(num_features=6, hidden_sizes=(8,), head_hidden_sizes=[16, 4], dropout=0.0)
+    linears = [m for m in deep.head if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8, 16), (16, 4), (4, 1)]
+    x = torch.randn(5, 6)
+    deep.eval()
+    expected = linears[2](torch.relu(linears[1](torch.relu(linears[0](deep.backbone(x)))))).squeeze(-1)
+    torch.testing.assert_close(deep(x), expected)
+    for bad, kind in (([0], ValueError), ("16", TypeError), ([1.5], ValueError)):
+        with pytest.raises(kind, match="head_hidden_sizes"):
+            FocalMixClassifier(num_features=6, head_hidden_sizes=bad)

@@ -14,13 +14,27 @@ from typing import Any
 from torch import nn
 
 from focalmix import optim
-from focalmix._checks import ArgumentTypeError, ArgumentValueError, Instance, Interval, Options, check
+from focalmix._checks import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    Instance,
+    Interval,
+    Options,
+    Satisfies,
+    check,
+)
 from focalmix.calibration import METHODS
 from focalmix.losses import TASKS, check_alpha
 
 __all__ = ["CONSTRAINTS", "backbone_hparams", "check_arguments", "unsaved_module"]
 
 _POSITIVE = Interval(float, 0, None, closed="neither")
+
+
+def _width(h: Any) -> bool:
+    return isinstance(h, int) and not isinstance(h, bool) and h >= 1
+
+
 # One line per argument: types and ranges; the rules across arguments are in check_arguments.
 CONSTRAINTS = {
     "backbone": [None, Instance((nn.Module, dict), "an nn.Module, a class_path dict")],
@@ -28,6 +42,7 @@ CONSTRAINTS = {
     "num_classes": [Interval(int, 1)],
     "num_features": [None, Interval(int, 1)],
     "backbone_features": [None, Interval(int, 1)],
+    "head_hidden_sizes": [Satisfies((list, tuple), lambda v: all(map(_width, v)), "a list of ints >= 1")],
     "reference_batch_size": [Interval(int, 1)],
     "dropout": [Interval(float, 0, 1, closed="left")],
     "label_smoothing": [Interval(float, 0, 1, closed="left")],

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from focalmix.table_io import is_table
 from focalmix._cli_text import LINKS, UsageError
+from focalmix.table_io import is_table
 from focalmix.trust import UntrustedClassError, check_hyperparameters
 
 __all__ = ["checkpoint_positive", "checkpoint_settings", "epochs_done", "load_checkpoint", "resume_logger"]

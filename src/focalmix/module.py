@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from focalmix import calibration as fm_calibration
 from focalmix import optim
 from focalmix.arguments import backbone_hparams, check_arguments, unsaved_module
-from focalmix.backbones import build_backbone, feature_size
+from focalmix.backbones import build_backbone, build_head, feature_size
 from focalmix.evaluation import Decision, Evaluator, background_logits, probabilities
 from focalmix.evaluation import EvaluatorAttribute as _Kept
 from focalmix.faults import capture_rng_state
@@ -64,6 +64,9 @@ class FocalMixClassifier(pl.LightningModule):
         num_features: input features for the default MLP (the datamodule's ``num_features``).
         input_shape: the shape of one sample, used to find a custom backbone's output size.
         hidden_sizes: hidden widths of the default MLP. Default: (256, 256).
+        head_hidden_sizes: hidden widths of the head (each Linear, ReLU, Dropout) before its output
+            layer; ``()``: dropout and one linear layer. For a frozen pretrained backbone, a small MLP
+            head (e.g. ``[128]``) is often better than a linear one. Default: ().
         backbone_features: output size of a custom backbone; found from its ``num_features`` or
             ``out_features`` attribute or by a dry run on ``input_shape`` if not given.
         freeze_backbone: train only the head; the backbone stays in eval mode. Default: False. A
@@ -127,6 +130,7 @@ class FocalMixClassifier(pl.LightningModule):
         num_features: int | None = None,
         input_shape: tuple[int, ...] | None = None,
         hidden_sizes: tuple[int, ...] = (256, 256),
+        head_hidden_sizes: tuple[int, ...] = (),
         backbone_features: int | None = None,
         freeze_backbone: bool = False,
         dropout: float = 0.5,
@@ -170,7 +174,7 @@ class FocalMixClassifier(pl.LightningModule):
         dry_run = input_shape or ((num_features,) if num_features else None)
         width = backbone_features or feature_size(self.backbone, dry_run, table=preprocessing is not None)
         outputs = 1 if task == "binary" else num_classes
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, outputs))
+        self.head = build_head(width, outputs, dropout, head_hidden_sizes)
         if self._backbone_frozen():
             self.backbone.requires_grad_(False)
         _register_buffers(self, task, num_classes, focal_alpha)
@@ -187,16 +191,14 @@ class FocalMixClassifier(pl.LightningModule):
 
         A checkpoint names its backbone's class; only ``torch.nn``, ``focalmix``, ``timm``,
         ``transformers``, the prefixes in ``$FOCALMIX_TRUSTED_MODULES`` and ``trusted_modules`` are
-        imported (see :mod:`focalmix.trust`), so opening a shared checkpoint cannot run code.
+        imported (see :mod:`focalmix.trust`), so opening a shared checkpoint cannot run code: any other
+        raises ``focalmix.trust.UntrustedClassError``, importing nothing.
 
         Args:
             checkpoint_path: the ``.ckpt`` file (or file-like object).
             *args: passed to Lightning's ``load_from_checkpoint``.
             trusted_modules: extra module prefixes to trust for this call, e.g. ``["mypkg.nets"]``.
             **kwargs: passed on (``map_location``, ``weights_only``, hyperparameter overrides...).
-
-        Raises:
-            focalmix.trust.UntrustedClassError: the checkpoint names a class outside the trusted modules.
         """
         from focalmix.trust import trusting
 

@@ -18,7 +18,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from focalmix.backbones.plain import MLP, SmallCNN, TabularMLP, build_backbone, feature_size, normal_bins
+from focalmix.backbones.plain import (
+    MLP,
+    SmallCNN,
+    TabularMLP,
+    build_backbone,
+    build_head,
+    feature_size,
+    normal_bins,
+)
 
 _LAZY = {
     "InputSpec": "focalmix.backbones.spec",
@@ -29,7 +37,9 @@ _LAZY = {
     "HFBackbone": "focalmix.backbones.hub",
 }
 
-__all__ = ["MLP", "SmallCNN", "TabularMLP", "build_backbone", "feature_size", "normal_bins", *_LAZY]
+__all__ = [
+    "MLP", "SmallCNN", "TabularMLP", "build_backbone", "build_head", "feature_size", "normal_bins", *_LAZY,
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:

@@ -251,6 +251,27 @@ def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequen
     return MLP(num_features, hidden_sizes)
 
 
+def build_head(width: int, outputs: int, dropout: float, hidden_sizes: Sequence[int] = ()) -> nn.Sequential:
+    """The classifier's head: dropout, then per hidden width Linear -> ReLU -> Dropout, then the output
+    Linear. With no hidden widths it is ``Dropout, Linear`` (the recipe's head; its state-dict keys
+    ``1.weight``/``1.bias`` are those of earlier checkpoints).
+
+        >>> build_head(288, 1, 0.5, [64])
+        Sequential(
+          (0): Dropout(p=0.5, inplace=False)
+          (1): Linear(in_features=288, out_features=64, bias=True)
+          (2): ReLU()
+          (3): Dropout(p=0.5, inplace=False)
+          (4): Linear(in_features=64, out_features=1, bias=True)
+        )
+    """
+    layers: list[nn.Module] = [nn.Dropout(dropout)]
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
 def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None, table: bool = False) -> int:
     """Output width of ``backbone``: its ``num_features``/``out_features`` attribute, else a dry run.
 
