@@ -209,6 +209,8 @@ class Evaluator(nn.Module):
         full = table(grid)
         if fit and self.threshold_metric == "fa_per_hour":
             decision.threshold.fill_(float(grid[wakeword.choose_threshold(full, self.max_fa_per_hour)]))
+            if bg["hours"] * self.max_fa_per_hour < 1:  # the target allows no event in this much audio
+                self.say_once("short background", _short_background(bg["hours"], self.max_fa_per_hour))
         elif fit and self.threshold_metric != "none":
             self._choose_threshold(probs, target, decision)
         if stage == "val":
@@ -260,3 +262,19 @@ class EvaluatorAttribute:
 
     def __set__(self, obj: Any, value: Any) -> None:
         setattr(obj.evaluator, self.name, value)
+
+
+def _short_background(hours: float, max_fa_per_hour: float) -> str:
+    """Why a background shorter than ``1 / max_fa_per_hour`` hours cannot show the FA/h target.
+
+    >>> text = _short_background(0.25, 0.5)
+    >>> text[:46], "not one false accept" in text
+    ('focalmix: the background holds 15 min of audio', True)
+    >>> text.endswith("2 h of background or more would measure the rate itself")
+    True
+    """
+    return (
+        f"focalmix: the background holds {hours * 60:.0f} min of audio: at --model.max_fa_per_hour"
+        f" {max_fa_per_hour:g} not one false accept is allowed, so the threshold sits just above its highest"
+        f" window; {1 / max_fa_per_hour:.3g} h of background or more would measure the rate itself"
+    )
