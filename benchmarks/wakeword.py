@@ -76,7 +76,9 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     ),
     # an MLP head on the frozen embedding (--model.head_hidden_sizes), what the scikit-learn probe suggested
     "lr 1e-3, talk, sharp, aug 4, head 64": ("set/train", [*LR3, *SHARP, *AUG4, *HEAD64]),
+    "lr 1e-3, talk, sharp, head 128": ("set/train", [*LR3, *SHARP, *HEAD128]),
     "lr 1e-3, talk, 400 voices, sharp, head 128": ("train_big", [*LR3, *SHARP, *HEAD128]),
+    "lr 1e-3, talk, 400 voices, sharp, aug 2, head 128": ("train_big", [*LR3, *SHARP, *AUG2, *HEAD128]),
 }
 DEFAULT = list(SETTINGS)
 
