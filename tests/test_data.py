@@ -231,6 +231,16 @@ def test_split_is_stratified_seeded_disjoint_and_complete():
     )
 
 
+def test_a_frozen_feature_constant_on_the_training_rows_is_centred_not_scaled():
+    from focalmix.sources.statistics import feature_std
+
+    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0 + 1e-9]])  # feature 1 is 0 on every training row
+    std = feature_std(x.std(0))
+    torch.testing.assert_close(std, torch.tensor([x[:, 0].std().item(), 1.0, 1.0]))
+    new = torch.tensor([2.0, 0.5, 2.0])  # a new item where it is not: no value near 1e5
+    assert ((new - x.mean(0)) / std).abs().max() < 1
+
+
 def test_standardization_uses_training_rows_only():
     rng = np.random.default_rng(1)
     x = rng.normal(3, 2, size=(100, 4)).astype(np.float32)

@@ -25,7 +25,7 @@ from focalmix.sources import RawData, ReadOptions, Source
 from focalmix.sources.base import warn
 from focalmix.sources.labels import clean_labels, code_labels
 from focalmix.sources.prepared import Labelling, Prepared, prepare
-from focalmix.sources.statistics import scan
+from focalmix.sources.statistics import feature_std, scan
 from focalmix.sources.tables import numeric_matrix
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ class DataSplits:
         ds = self.dataset("train", trainer) if self.media_index and self.backbone is not None else None
         if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
             return None
-        return ds.x.mean(0), ds.x.std(0).clamp_min(1e-6)
+        return ds.x.mean(0), feature_std(ds.x.std(0))
 
     def background(self, sources: list[str] | None, trainer: Any = None) -> dict[str, Any] | None:
         """The background windows' features for FA/h, computed once per backbone; None without them."""
