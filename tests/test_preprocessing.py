@@ -123,9 +123,11 @@ def test_standardize_false_and_constant_columns():
     spec = fit_spec(df, ["x", "const"], standardize=False)
     assert [(c["mean"], c["std"]) for c in spec["columns"]] == [(0.0, 1.0), (0.0, 1.0)]
     spec = fit_spec(df, ["x", "const"])
-    assert spec["columns"][1]["std"] == pytest.approx(1e-6)
+    assert spec["columns"][1]["std"] == StandardScaler().fit(df[["const"]]).scale_[0] == 1.0
     out = InputEncoder(spec)(torch.from_numpy(encode_frame(df, spec)))
     assert torch.isfinite(out).all() and (out[:, 1] == 0).all()
+    new = InputEncoder(spec)(torch.from_numpy(encode_frame(df.assign(const=5.0), spec)))
+    assert (new[:, 1] == 1.0).all()  # a value unseen in training is centred, not blown up to 1e6
 
 
 def test_encoder_traces_to_torchscript_and_onnx(tmp_path):

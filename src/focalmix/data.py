@@ -321,8 +321,9 @@ class FocalMixDataModule(pl.LightningDataModule):
     def normalization(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(mean, std) float32 of the training split, broadcastable to one sample; None if not standardizing.
 
-        Per feature, shape (F,), for rows; per channel, shape (C, 1, ..., 1), for images. ``std`` is
-        clamped to >= 1e-6 so constant features do not divide by zero. None for tables: their
+        Per feature, shape (F,), for rows; per channel, shape (C, 1, ..., 1), for images. A feature
+        constant on the training split gets ``std`` 1: centred, not scaled, as scikit-learn's
+        ``StandardScaler`` (dividing by a tiny ``std`` would blow up new values). None for tables: their
         :attr:`preprocessing` standardizes.
         """
         stats = self._prepare().normalization

@@ -215,7 +215,7 @@ def _fit_numeric(series: pd.Series, col: str, standardize: bool, name: str) -> d
         "median": median,
         "indicator": bool(nan.any()),
         "mean": mean,
-        "std": max(std, 1e-6),  # a constant column must not divide by zero
+        "std": std if std > 1e-6 else 1.0,  # constant in training: centred, not scaled (see feature_std)
     }
 
 

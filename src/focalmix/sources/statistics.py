@@ -68,5 +68,5 @@ def scan(
     if mask is None:
         return None
     mean_t = torch.from_numpy(np.asarray(mean)[0]).float()
-    std_t = torch.from_numpy(np.sqrt(np.asarray(m2)[0] / max(n, 1))).float().clamp_min(1e-6)
+    std_t = feature_std(torch.from_numpy(np.sqrt(np.asarray(m2)[0] / max(n, 1))).float())
     return mean_t, std_t
