@@ -343,3 +343,19 @@ def test_presets_by_name_equal_the_repository_configs():
         assert _values(parse("--preset", preset)) == SPEC[preset]
     # a later flag overrides the preset
     assert parse("--preset", "fast", "--data.batch_size", "8").config.data.batch_size == 8
+
+
+def test_wakeword_preset_is_the_recipe_on_the_speech_embedding():
+    assert preset_path("wakeword").read_text() == (CONFIGS / "wakeword.yaml").read_text()
+    cli = parse("--preset", "wakeword", "--model.dropout", "0.2")
+    m = cli.config.model
+    assert m.backbone.class_path == "focalmix.backbones.SpeechEmbedding"
+    assert (m.head_hidden_sizes, m.learning_rate, m.mixup_alpha, m.label_smoothing) == ((128,), 1e-3, 0.0, 0.0)
+    assert m.dropout == 0.2  # a later flag overrides the preset
+    # the rest is the recipe: focal loss, AdamW + OneCycleLR, batch 32, patience 8, 100 epochs
+    base = _values(parse())
+    assert {k: v for k, v in _values(cli).items() if k not in ("learning_rate", "dropout")} == {
+        k: v for k, v in base.items() if k not in ("learning_rate", "dropout")
+    }
+    assert (m.focal_alpha, m.focal_gamma, m.weight_decay) == (0.5, 2.0, 0.01)
+    assert type(cli.model.backbone).__name__ == "SpeechEmbedding" and cli.model.backbone.frozen

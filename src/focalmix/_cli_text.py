@@ -31,7 +31,7 @@ LINKS = (
     "feature_names",
     "preprocessing",
 )
-PRESETS = ("fast", "balanced", "max_accuracy")
+PRESETS = ("fast", "balanced", "max_accuracy", "wakeword")
 COMMANDS = ("fit", "validate", "test", "predict", "report", "tune", "export")
 _DESCRIPTIONS = {
     "fit": "Train a model on --data.source with the focalmix recipe; ends with the best checkpoint's metrics"
@@ -69,7 +69,7 @@ class UsageError(ValueError):
 
 
 def preset_path(name: str) -> Path:
-    """The YAML file of a preset shipped with the package (``fast``, ``balanced``, ``max_accuracy``).
+    """The YAML file of a preset shipped with the package (``fast``, ``balanced``, ``max_accuracy``, ``wakeword``).
 
     Example:
         >>> preset_path("fast").name
