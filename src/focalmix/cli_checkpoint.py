@@ -61,7 +61,8 @@ def checkpoint_settings(
     # medians): the data is encoded with that one, never refitted on the rows at hand.
     spec = ckpt["hyper_parameters"].get("preprocessing")
     source = data.get("source", current.get("source"))
-    if spec is None and is_table(source):
+    manifest = data.get("path_column", current.get("path_column"))  # a table of media paths: no encoding
+    if spec is None and is_table(source) and not manifest:
         raise UsageError(
             f"--ckpt_path: {ckpt_path} holds no table encoding (it was trained before focalmix encoded"
             " tables inside the model, or on arrays); its inputs cannot be rebuilt from a table",
