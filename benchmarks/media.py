@@ -64,8 +64,8 @@ TRIES = {  # what a user tries when the bar is not met: --tries NAME ... (each o
     "lr 1e-3, 300 epochs": ["--model.learning_rate", "1e-3", "--trainer.max_epochs", "300"],
     "lr 3e-3, dropout 0.1, mixup off": ["--model.learning_rate", "3e-3", "--model.dropout", "0.1",
                                         "--model.mixup_alpha", "0"],
-    "preset wakeword": ["--preset", "wakeword"],  # lr 1e-3, MLP head [128], no mixup/smoothing, dropout 0.1
-    "preset wakeword, augment_views 4": ["--preset", "wakeword", "--data.augment_views", "4"],
+    "preset wakeword": ["--preset", "wakeword"],  # lr 3e-4, MLP head [128], no mixup/smoothing, 4 views
+    "preset wakeword, no views": ["--preset", "wakeword", "--data.augment_views", "0"],
     "lr 1e-3, recipe off": ["--model.learning_rate", "1e-3", "--model.dropout", "0", "--model.mixup_alpha",
                             "0", "--model.focal_gamma", "0", "--model.label_smoothing", "0"],
 }  # fmt: skip
