@@ -69,7 +69,7 @@ class UsageError(ValueError):
 
 
 def preset_path(name: str) -> Path:
-    """The YAML file of a preset shipped with the package (``fast``, ``balanced``, ``max_accuracy``, ``wakeword``).
+    """The YAML file of a preset shipped with the package (see :data:`PRESETS`).
 
     Example:
         >>> preset_path("fast").name
