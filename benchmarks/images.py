@@ -73,7 +73,7 @@ def write_pngs(folder: Path, images: np.ndarray, nine: np.ndarray, index: np.nda
     for name in CLASSES:
         (folder / name).mkdir(parents=True, exist_ok=True)
     for image, is_nine, i in zip(images, nine, index, strict=True):
-        Image.fromarray(image, mode="L").save(folder / CLASSES[0 if is_nine else 1] / f"{i:05d}.png")
+        Image.fromarray(image).save(folder / CLASSES[0 if is_nine else 1] / f"{i:05d}.png")
 
 
 def write_table(path: Path, images: np.ndarray, nine: np.ndarray, index: np.ndarray) -> None:

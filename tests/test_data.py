@@ -234,17 +234,21 @@ def test_split_is_stratified_seeded_disjoint_and_complete():
 def test_a_frozen_feature_constant_on_the_training_rows_is_centred_not_scaled():
     from focalmix.sources.statistics import feature_std
 
-    x = torch.tensor([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0 + 1e-9]])  # feature 1 is 0 on every training row
-    std = feature_std(x.std(0))
-    torch.testing.assert_close(std, torch.tensor([x[:, 0].std().item(), 1.0, 1.0]))
-    new = torch.tensor([2.0, 0.5, 2.0])  # a new item where it is not: no value near 1e5
-    assert ((new - x.mean(0)) / std).abs().max() < 1
+    from sklearn.preprocessing import StandardScaler
+
+    # feature 1 is 0 on every training row, feature 2 constant, feature 3 tiny but real (std 1e-7)
+    x = torch.tensor([[1.0, 0.0, 2.0, 1e-7], [3.0, 0.0, 2.0, 3e-7], [2.0, 0.0, 2.0, 2e-7]], dtype=torch.float64)
+    std = feature_std(x.std(0, correction=0), x.mean(0))
+    np.testing.assert_allclose(std.numpy(), StandardScaler().fit(x.numpy()).scale_, rtol=1e-12)  # the oracle
+    assert std[1] == std[2] == 1.0 and std[3] < 1e-6  # centred, not scaled; a small spread is divided out
+    new = torch.tensor([2.0, 0.5, 2.0, 2e-7], dtype=torch.float64)  # a new item where feature 1 is not 0
+    assert ((new - x.mean(0)) / std).abs().max() < 1  # no value near 1e5
 
 
 def test_standardization_uses_training_rows_only():
     rng = np.random.default_rng(1)
     x = rng.normal(3, 2, size=(100, 4)).astype(np.float32)
-    x[:, 3] = 5.0  # constant feature: std is clamped, not zero
+    x[:, 3] = 5.0  # constant feature: centred, not scaled
     y = np.repeat([0, 1], 50)
     dm = FocalMixDataModule.from_arrays(x, y, val_fraction=0.3)
     mean, std = dm.normalization

@@ -310,3 +310,17 @@ def test_val_and_test_sources_may_be_folders_of_their_own(clips):
     assert len(dm._dataset("train")) == files  # no rows held out of the source
     assert len(dm._dataset("val")) == len(dm._dataset("test")) == files
     assert int(dm._dataset("test").y.sum()) == len(list((clips / dm.class_names[1]).glob("*.wav")))
+
+
+def test_a_frozen_feature_that_is_0_on_every_training_clip_is_centred_not_scaled(clips):
+    from tests._counting_backbone import CountingBackbone
+
+    backbone = CountingBackbone(out_features=3)
+    backbone.projection[:, 2] = 0.0  # a dead feature: 0 on every clip, as 136 of EfficientNet's on MNIST
+    dm = FocalMixDataModule(str(clips), cache_dir="none", batch_size=8)
+    dm.attach_backbone(backbone)
+    train = dm._dataset("train").x.double()  # the features (setup makes them before the model reads these)
+    mean, std = dm.feature_normalization
+    assert (mean[2], std[2]) == (0.0, 1.0)  # a 1e-6 floor would turn a non-zero new value into ~1e6
+    np.testing.assert_allclose(std[:2].numpy(), train[:, :2].std(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(mean[:2].numpy(), train[:, :2].mean(0).numpy(), rtol=1e-6)

@@ -354,7 +354,7 @@ def top_help() -> str:
     out += [f"  {name:<10} {SUMMARIES[name]}" for name in COMMANDS]
     out += [
         "",
-        f"presets: focalmix fit --preset {'|'.join(PRESETS)} (`focalmix fit --help` says what each sets).",
+        f"presets: focalmix fit --preset {'|'.join(PRESETS)} (`focalmix fit --help`: what each sets).",
         "--verbose shows all of Lightning's output; --debug the traceback of an error.",
     ]
     return "\n".join(out)

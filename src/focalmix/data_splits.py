@@ -258,7 +258,8 @@ class DataSplits:
         ds = self.dataset("train", trainer) if self.media_index and self.backbone is not None else None
         if not isinstance(ds, ArrayDataset) or ds.x_key != "features":
             return None
-        return ds.x.mean(0), feature_std(ds.x.std(0))
+        mean = ds.x.double().mean(0)
+        return mean.float(), feature_std(ds.x.double().std(0), mean).float()
 
     def background(self, sources: list[str] | None, trainer: Any = None) -> dict[str, Any] | None:
         """The background windows' features for FA/h, computed once per backbone; None without them."""

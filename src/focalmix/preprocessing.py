@@ -44,10 +44,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from focalmix._checks import check_one
 from focalmix.encoder import InputEncoder
 from focalmix.messages import short_list
+from focalmix.sources.statistics import feature_std
 from focalmix.table_spec import (
     MISSING,
     SPEC_VERSION,
@@ -215,7 +217,8 @@ def _fit_numeric(series: pd.Series, col: str, standardize: bool, name: str) -> d
         "median": median,
         "indicator": bool(nan.any()),
         "mean": mean,
-        "std": std if std > 1e-6 else 1.0,  # constant in training: centred, not scaled (see feature_std)
+        # constant in training (at rounding level): centred, not scaled
+        "std": float(feature_std(torch.tensor(std, dtype=torch.float64), torch.tensor(mean, dtype=torch.float64))),
     }
 
 

@@ -12,15 +12,23 @@ from focalmix.sources.base import short_list
 _CHUNK_ELEMENTS = 1 << 22  # values per chunk when scanning (32 MB of float64)
 
 
-def feature_std(std: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``std`` with 1 where a feature is constant (std <= ``eps``) on the training rows: centred, not scaled.
+def feature_std(std: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``std`` with 1 where a feature is constant on the training rows: centred, not scaled.
 
-    As scikit-learn's ``StandardScaler``: dividing by a clamped ``eps`` instead turns a feature that is 0 on
-    every training item but not on a new one into values near 1e5 (a frozen EfficientNet-Lite0 on MNIST
-    digits: 136 of 1,280 features are 0 on every training image), the logits into thousands and the Platt
-    scale fitted on them into ~0, so every calibrated probability came out the same.
+    Constant means a spread at the level of rounding: ``std <= 8 * eps * |mean|`` in ``std``'s dtype (0 for
+    a feature that is 0 everywhere), as scikit-learn's ``StandardScaler`` decides; any other spread, however
+    small, is divided out. A floor instead (``std.clamp_min(1e-6)``) turns a feature that is 0 on every
+    training item but not on a new one into values near 1e5 (a frozen EfficientNet-Lite0 on MNIST digits:
+    136 of 1,280 features are 0 on every training image), the logits into thousands and the Platt scale
+    fitted on them into ~0, so every calibrated probability came out the same.
+
+    Example:
+        >>> x = torch.tensor([[1.0, 0.0, 3.0, 1e-7], [3.0, 0.0, 3.0, 3e-7]])
+        >>> [f"{s:.3g}" for s in feature_std(x.std(0, correction=0), x.mean(0)).tolist()]
+        ['1', '1', '1', '1e-07']
     """
-    return torch.where(std > eps, std, torch.ones_like(std))
+    constant = std <= 8 * torch.finfo(std.dtype).eps * mean.abs()
+    return torch.where(constant, torch.ones_like(std), std)
 
 
 def scan(
@@ -68,5 +76,5 @@ def scan(
     if mask is None:
         return None
     mean_t = torch.from_numpy(np.asarray(mean)[0]).float()
-    std_t = feature_std(torch.from_numpy(np.sqrt(np.asarray(m2)[0] / max(n, 1))).float())
-    return mean_t, std_t
+    std = torch.from_numpy(np.sqrt(np.asarray(m2)[0] / max(n, 1)))
+    return mean_t, feature_std(std, torch.from_numpy(np.asarray(mean)[0])).float()
