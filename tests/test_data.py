@@ -232,12 +232,13 @@ def test_split_is_stratified_seeded_disjoint_and_complete():
 
 
 def test_a_frozen_feature_constant_on_the_training_rows_is_centred_not_scaled():
-    from focalmix.sources.statistics import feature_std
-
     from sklearn.preprocessing import StandardScaler
 
+    from focalmix.sources.statistics import feature_std
+
     # feature 1 is 0 on every training row, feature 2 constant, feature 3 tiny but real (std 1e-7)
-    x = torch.tensor([[1.0, 0.0, 2.0, 1e-7], [3.0, 0.0, 2.0, 3e-7], [2.0, 0.0, 2.0, 2e-7]], dtype=torch.float64)
+    rows = [[1.0, 0.0, 2.0, 1e-7], [3.0, 0.0, 2.0, 3e-7], [2.0, 0.0, 2.0, 2e-7]]
+    x = torch.tensor(rows, dtype=torch.float64)
     std = feature_std(x.std(0, correction=0), x.mean(0))
     np.testing.assert_allclose(std.numpy(), StandardScaler().fit(x.numpy()).scale_, rtol=1e-12)  # the oracle
     assert std[1] == std[2] == 1.0 and std[3] < 1e-6  # centred, not scaled; a small spread is divided out

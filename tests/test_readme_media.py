@@ -9,7 +9,6 @@ checkpoint of the fit before it.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from pathlib import Path

@@ -218,7 +218,7 @@ def _fit_numeric(series: pd.Series, col: str, standardize: bool, name: str) -> d
         "indicator": bool(nan.any()),
         "mean": mean,
         # constant in training (at rounding level): centred, not scaled
-        "std": float(feature_std(torch.tensor(std, dtype=torch.float64), torch.tensor(mean, dtype=torch.float64))),
+        "std": float(feature_std(*torch.tensor([std, mean], dtype=torch.float64))),
     }
 
 
