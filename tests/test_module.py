@@ -509,3 +509,21 @@ def test_head_hidden_sizes_build_an_mlp_head_and_the_default_keeps_the_linear_he
     for bad, kind in (([0], ValueError), ("16", TypeError), ([1.5], ValueError)):
         with pytest.raises(kind, match="head_hidden_sizes"):
             FocalMixClassifier(num_features=6, head_hidden_sizes=bad)
+
+
+@pytest.mark.parametrize("sanity_checking", [True, False])
+def test_one_class_metric_warnings_are_dropped_only_during_the_sanity_check(sanity_checking):
+    import types
+    import warnings
+
+    from torchmetrics.classification import BinaryAUROC
+
+    from focalmix.training import quiet_sanity_check
+
+    trainer = types.SimpleNamespace(sanity_checking=sanity_checking)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_sanity_check(trainer):  # torchmetrics itself: two batches of negatives only
+            BinaryAUROC()(torch.tensor([0.2, 0.7]), torch.tensor([0, 0]))
+    one_class = [w for w in caught if "No positive samples" in str(w.message)]
+    assert bool(one_class) != sanity_checking, [str(w.message) for w in caught]

@@ -28,6 +28,7 @@ from focalmix.training import (
     has_features,
     mixup_stream,
     quiet_lightning_advice,
+    quiet_sanity_check,
     take_training_statistics,
     unpack,
 )
@@ -334,7 +335,8 @@ class FocalMixClassifier(pl.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         bg = partial(background_logits, self._datamodule(), self._head_logits, self.device)
-        result = self.evaluator.epoch_end(stage, self._decision(), fitting=self._fitting(), background=bg)
+        with quiet_sanity_check(self._trainer):
+            result = self.evaluator.epoch_end(stage, self._decision(), fitting=self._fitting(), background=bg)
         if result is None:
             return
         loss, values = result

@@ -9,6 +9,8 @@ scaling, mixup's random stream (continued on resume), and Lightning's advice tha
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ __all__ = [
     "has_features",
     "mixup_stream",
     "quiet_lightning_advice",
+    "quiet_sanity_check",
     "take_training_statistics",
     "unpack",
 ]
@@ -57,6 +60,19 @@ def quiet_lightning_advice(world_size: int, fit_frozen: bool) -> None:
     if fit_frozen:
         # Lightning warns about modules left in eval mode: a frozen backbone is, on purpose.
         warnings.filterwarnings("ignore", r"Found \d+ module\(s\) in eval mode")
+
+
+@contextmanager
+def quiet_sanity_check(trainer: Any) -> Iterator[None]:
+    """During Lightning's sanity check, drop torchmetrics' one-class warnings; otherwise do nothing.
+
+    The sanity check scores two validation batches, which may hold one class only (a media folder lists
+    its classes in order): "No positive samples in targets" there says nothing about the user's data.
+    """
+    with warnings.catch_warnings():
+        if trainer is not None and trainer.sanity_checking:
+            warnings.filterwarnings("ignore", "No (positive|negative) samples")
+        yield
 
 
 def take_training_statistics(model: Any, datamodule: Any, frozen: bool) -> None:
