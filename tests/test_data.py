@@ -558,15 +558,7 @@ def test_table_arguments_and_from_dataframe(tmp_path):
     "variant",
     [
         "bom",
-        pytest.param(
-            "semicolon",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AssertionError,
-                reason="src bug: a ';'-separated file with decimal commas (the European spreadsheet export) "
-                "reads its number columns as text, so they become categories",
-            ),
-        ),
+        "semicolon",  # with decimal commas: the European spreadsheet export
         "tab",
         "pipe",
         "unicode",
@@ -622,3 +614,15 @@ def test_hostile_files_raise_one_clear_error(tmp_path):
     for path, match in cases:
         with pytest.raises(ValueError, match=match):
             FocalMixDataModule(path).setup()
+
+
+def test_decimal_commas_are_read_only_where_every_value_is_such_a_number(tmp_path):
+    from focalmix.table_io import read_table
+
+    rows = ["a;b;c;d;label", "1.5;1,5;Smith, J;1.234,5;x", "-2.25;-2;Lee, K;2.000,0;y", "3;,5;Ng;7;x"]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    df = read_table(tmp_path / "t.csv")
+    assert df["a"].tolist() == [1.5, -2.25, 3.0]  # point decimals: pandas' own parsing, untouched
+    assert df["b"].tolist() == [1.5, -2.0, 0.5]  # decimal commas: numbers
+    assert df["c"].tolist() == ["Smith, J", "Lee, K", "Ng"]  # text with commas stays text
+    assert df["d"].tolist() == ["1.234,5", "2.000,0", "7"]  # thousands separators: not guessed

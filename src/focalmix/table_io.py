@@ -97,6 +97,32 @@ def _read_csv(path: Path) -> pd.DataFrame:
             "the file may be truncated, or rows have more fields than the header: check or re-create it."
         ) from e
     _check_last_line(path, sep, len(header))
+    return _decimal_commas(df) if sep != "," else df
+
+
+_DECIMAL_COMMA = r"\s*[+-]?(?:\d+(?:,\d*)?|,\d+)(?:[eE][+-]?\d+)?\s*"
+
+
+def _decimal_commas(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns whose every value is a number written with a decimal comma ("1,5"), as numbers.
+
+    Spreadsheets where the comma is the decimal mark export CSV separated by ``;`` (or tabs). Only a
+    column whose every non-missing value has that form, one of them with a comma, is converted; values
+    with thousands separators ("1.234,5") stay text.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = _decimal_commas(pd.DataFrame({"a": ["1,5", "-2", None], "b": ["1,5", "x", "2"]}))
+        >>> df["a"].tolist()[:2], df["b"].tolist()
+        ([1.5, -2.0], ['1,5', 'x', '2'])
+    """
+    import pandas as pd
+
+    for col in df.columns:
+        text = df[col].dropna()
+        if len(text) and pd.api.types.is_string_dtype(text) and text.str.contains(",", regex=False).any():
+            if text.str.fullmatch(_DECIMAL_COMMA).all():
+                df[col] = pd.to_numeric(df[col].str.replace(",", ".", regex=False))
     return df
 
 
