@@ -79,8 +79,9 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     "lr 1e-3, talk, sharp, head 128": ("set/train", [*LR3, *SHARP, *HEAD128]),
     "lr 1e-3, talk, 400 voices, sharp, head 128": ("train_big", [*LR3, *SHARP, *HEAD128]),
     "lr 1e-3, talk, 400 voices, sharp, aug 2, head 128": ("train_big", [*LR3, *SHARP, *AUG2, *HEAD128]),
-    # the packaged preset (lr 3e-4, head [128], sharp, 4 views with white noise), on the colored noise here
+    # the packaged preset (lr 3e-4, head [128], sharp, 2 views), with the colored noise here
     "preset wakeword, talk": ("set/train", ["--preset", "wakeword", "--data.noise_source", "noise"]),
+    "preset wakeword, talk, 400 voices": ("train_big", ["--preset", "wakeword", "--data.noise_source", "noise"]),
 }
 DEFAULT = list(SETTINGS)
 
