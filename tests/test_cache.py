@@ -607,6 +607,35 @@ def test_ddp_two_ranks_encode_each_item_once(files, cache, tmp_path):
             assert s["from_cache"] + s["computed"] + s["from_ranks"] == len(files) and s["computed"] == len(c)
 
 
+def test_ddp_a_late_rank_splits_the_same_missing_items(files, cache):
+    # Rank 1 starts late, as a loaded machine schedules it: rank 0 must not store its share before rank 1
+    # has looked the keys up, else rank 1 sees fewer missing items, splits them otherwise, and items are
+    # computed twice (and "computed by other ranks" but absent ones again, with a warning).
+    import threading
+
+    cached = list(range(0, len(files), 3))
+    cache.store([file_key(files[i]) for i in cached], reference([files[i] for i in cached]))
+    gate, results = threading.Barrier(2, timeout=30), {}
+
+    def rank(r):
+        if r == 1:
+            time.sleep(0.5)
+        own = FeatureCache(cache.root, cache.namespace)  # a process of its own, with its own index
+        results[r] = run(files, own, rank=r, world_size=2, barrier=gate.wait, batch_size=2, shard_rows=2)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "not in the cache folder" warning
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    calls = results[0][2] + results[1][2]
+    assert sorted(calls) == sorted(set(range(len(files))) - set(cached)) and results[0][2] and results[1][2]
+    for feats, _, _ in results.values():
+        np.testing.assert_array_equal(feats, reference(files))
+
+
 def test_ddp_items_missing_after_barrier_are_computed_here(files, cache):
     # rank 1 never runs, as when the cache folder is not shared between machines
     with pytest.warns(RuntimeWarning, match="shared by all ranks"):

@@ -63,8 +63,9 @@ def compute_features(
     ``missing[rank::world_size]``, so each passes the backbone once in total, and every rank returns
     identical features:
 
-    * with a cache (its folder shared by all ranks), each rank stores its share, calls ``barrier()``, then
-      reads the others' shares from the folder (items still absent, e.g. a folder not shared across
+    * with a cache (its folder shared by all ranks), every rank looks the keys up and calls ``barrier()``
+      (so no rank's new shards change another's list of missing items), stores its share, calls
+      ``barrier()`` again, then reads the others' shares from the folder (items still absent, e.g. a folder not shared across
       nodes, are computed locally with a warning);
     * with ``cache=None``, ``all_gather(tensor)`` must return the CPU-or-device tensors of all ranks
       stacked, (world_size, *tensor.shape), as Lightning's ``trainer.strategy.all_gather`` does; a list of
@@ -106,6 +107,8 @@ def compute_features(
     out, mask = cache.lookup(keys) if cache is not None else (None, np.zeros(len(keys), dtype=bool))
     missing = np.flatnonzero(~mask)
     meter.from_cache = len(keys) - len(missing)
+    if world_size > 1 and cache is not None:
+        barrier()  # every rank has looked up before any rank stores: all split the same missing items
     writer = _Writer(cache, keys, shard_rows)
     out = _encode(keys, missing[rank::world_size], encode, batch_size, out, writer, meter)
     if world_size > 1:
