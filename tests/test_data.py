@@ -69,7 +69,7 @@ def test_digits_images_and_one_vs_rest():
     mean, std = dm.normalization
     assert mean.shape == std.shape == (1, 1, 1)
     batch = _batch(dm.val_dataloader())
-    assert batch["x"].shape == (32, 1, 8, 8) and batch["y"].dtype == torch.int64
+    assert batch["x"].shape == (256, 1, 8, 8) and batch["y"].dtype == torch.int64  # eval_batch_size
     assert dm.positive_fraction is None
 
     ovr = FocalMixDataModule("digits", positive_class=3)
@@ -82,9 +82,9 @@ def test_synthetic_is_seeded_configurable_and_learnable():
     dm = FocalMixDataModule("synthetic", val_fraction=0.25, **kw)
     assert dm.input_shape == (5,) and dm.task == "binary"
     assert dm.positive_fraction == pytest.approx(0.2, abs=0.01)
-    x, y = dm._prepared.raw.x.numpy(), dm._prepared.y.numpy()
+    x, y = dm._prepare().raw.x.numpy(), dm._prepare().y.numpy()
     again = FocalMixDataModule("synthetic", **kw)
-    torch.testing.assert_close(again._prepare().raw.x, dm._prepared.raw.x)
+    torch.testing.assert_close(again._prepare().raw.x, dm._prepare().raw.x)
     train, val = dm.split_indices["train"], dm.split_indices["val"]
     model = LogisticRegression(max_iter=500).fit(x[train], y[train])
     assert model.score(x[val], y[val]) > 0.8  # Bayes accuracy is about 0.85-0.9 here
@@ -93,7 +93,7 @@ def test_synthetic_is_seeded_configurable_and_learnable():
         "synthetic", synthetic_rows=300, synthetic_classes=3, synthetic_positive_fraction=0.5
     )
     assert multi.task == "multiclass" and multi.num_classes == 3
-    counts = np.bincount(multi._prepared.y.numpy())
+    counts = np.bincount(multi._prepare().y.numpy())
     assert counts.tolist() == [75, 75, 150]
 
 
@@ -109,7 +109,7 @@ def test_csv_with_string_labels(tmp_path):
     assert dm.class_names == ["maybe", "no", "yes"] and dm.task == "multiclass"
     assert dm.feature_names == ["a", "b"]
     rows = dm.split_indices["train"]
-    codes = dm._prepared.y.numpy()[rows]
+    codes = dm._prepare().y.numpy()[rows]
     np.testing.assert_array_equal(np.array(dm.class_names)[codes], df["label"].to_numpy()[rows])
 
 
@@ -165,7 +165,7 @@ def test_from_arrays(kind):
     assert dm.feature_names == (["p", "q", "r"] if kind == "frame" else None)
     assert len(dm.split_indices["val"]) == 10
     if kind == "numpy":
-        assert dm._prepared.raw.x.data_ptr() == torch.from_numpy(x).data_ptr()  # no copy
+        assert dm._prepare().raw.x.data_ptr() == torch.from_numpy(x).data_ptr()  # no copy
 
 
 def test_image_shaped_data_has_per_channel_stats():
@@ -227,7 +227,7 @@ def test_split_is_stratified_seeded_disjoint_and_complete():
     plain = FocalMixDataModule.from_arrays(x, y)
     assert plain._dataset("test") is plain._dataset("val")
     assert np.array_equal(
-        _batch(plain.predict_dataloader())["index"].numpy(), plain.split_indices["val"][:32]
+        _batch(plain.predict_dataloader())["index"].numpy(), plain.split_indices["val"][:256]
     )
 
 
@@ -311,7 +311,7 @@ def test_batch_formats_and_predict_index(tmp_path):
     batches = list(dm.predict_dataloader())
     assert set(batches[0]) == {"x", "index"} and batches[0]["index"].dtype == torch.int64
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(40))
-    np.testing.assert_allclose(batches[0]["x"].numpy(), df[["a", "b"]].to_numpy()[:16], rtol=1e-6)
+    np.testing.assert_allclose(batches[0]["x"].numpy(), df[["a", "b"]].to_numpy(), rtol=1e-6)  # one batch
     loader = dm.val_dataloader()
     assert loader.collate_fn is passthrough_collate and loader.drop_last is False
     train = dm.train_dataloader()  # one process, in memory: whole batches by index, the last one short
@@ -330,6 +330,7 @@ def test_batch_formats_and_predict_index(tmp_path):
     [
         ({"batch_size": 0}, ValueError, "`batch_size` must be >= 1, got 0"),
         ({"batch_size": 3.5}, TypeError, "`batch_size` must be an int"),
+        ({"eval_batch_size": 0}, ValueError, "`eval_batch_size` must be >= 1, got 0"),
         ({"val_fraction": 1.0}, ValueError, r"`val_fraction` must be in \[0.0, 1\)"),
         ({"test_fraction": -0.1}, ValueError, "`test_fraction` must be in"),
         ({"val_fraction": 0.6, "test_fraction": 0.4}, ValueError, "must be < 1 to leave training rows"),
@@ -626,3 +627,15 @@ def test_decimal_commas_are_read_only_where_every_value_is_such_a_number(tmp_pat
     assert df["b"].tolist() == [1.5, -2.0, 0.5]  # decimal commas: numbers
     assert df["c"].tolist() == ["Smith, J", "Lee, K", "Ng"]  # text with commas stays text
     assert df["d"].tolist() == ["1.234,5", "2.000,0", "7"]  # thousands separators: not guessed
+
+
+@pytest.mark.parametrize(("batch_size", "eval_batch_size", "expected"), [(32, None, 256), (512, None, 512), (8, 5, 5)])
+def test_eval_batches_have_their_own_size(batch_size, eval_batch_size, expected):
+    x, y = np.random.default_rng(0).normal(size=(1000, 3)), np.arange(1000) % 2
+    dm = FocalMixDataModule.from_arrays(
+        x, y, batch_size=batch_size, eval_batch_size=eval_batch_size, val_fraction=0.3, test_fraction=0.2
+    )
+    assert next(iter(dm.train_dataloader()))["x"].shape[0] == min(batch_size, 500)
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()):
+        sizes = [len(batch["x"]) for batch in loader]
+        assert max(sizes) == min(expected, sum(sizes)) and sum(sizes) in (300, 200)

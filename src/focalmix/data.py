@@ -99,7 +99,9 @@ class FocalMixDataModule(pl.LightningDataModule):
         standardize: measure per-feature (per-channel for images) mean/std on the training split;
             default True. The model applies them.
         balanced_sampling: draw training rows with replacement by inverse class frequency; default False.
-        batch_size: rows per batch, >= 1, default 32.
+        batch_size: rows per training batch, >= 1, default 32.
+        eval_batch_size: rows per validation, test and prediction batch, >= 1; default None: 256, or
+            ``batch_size`` when larger (no gradients are kept there; fewer batches, less fixed cost).
         num_workers: DataLoader worker processes, >= 0, default 0.
         pin_memory: pin batches in page-locked memory for faster GPU copies; default False.
         persistent_workers: keep workers between epochs (needs ``num_workers > 0``); default False.
@@ -167,6 +169,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         standardize: bool = True,
         balanced_sampling: bool = False,
         batch_size: int = 32,
+        eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
@@ -238,10 +241,6 @@ class FocalMixDataModule(pl.LightningDataModule):
     def _prepare(self) -> Prepared:
         """Read the main source, code labels, split and measure statistics: once, the same on every rank."""
         return self._data.prepare(self.batch_size)
-
-    @property
-    def _prepared(self) -> Prepared | None:
-        return self._data.prepared
 
     def _dataset(self, split: str) -> Any:
         return self._data.dataset(split, self.trainer, self.batch_size)
@@ -386,7 +385,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         """
         ds = self._dataset("train")
         if not isinstance(ds, ArrayDataset):  # media decoded per batch
-            return self._loader(ds, shuffle=True)
+            return self._loader(ds, train=True, shuffle=True)
         sampler = train_sampler(ds, self.class_counts, self.balanced_sampling, self.seed)
         single = self.trainer is None or self.trainer.world_size == 1
         if single and self.num_workers == 0 and isinstance(ds.x, torch.Tensor):
@@ -399,7 +398,7 @@ class FocalMixDataModule(pl.LightningDataModule):
             return loader
         if not single and not self.balanced_sampling:
             sampler = None  # Lightning's DistributedSampler shuffles by (seed, epoch) and shards
-        return self._loader(ds, shuffle=sampler is None, sampler=sampler)
+        return self._loader(ds, train=True, shuffle=sampler is None, sampler=sampler)
 
     def state_dict(self) -> dict[str, Any]:
         """Saved in checkpoints: where the training loader stands within its epoch (mid-epoch resumes).
@@ -444,6 +443,7 @@ class FocalMixDataModule(pl.LightningDataModule):
         """Every row of a split in order, also under DDP (the report scores all rows on rank 0)."""
         return self._loader(self._dataset(split))
 
-    def _loader(self, ds: Any, shuffle: bool = False, sampler: Any = None) -> DataLoader:
-        args = (self.batch_size, self.num_workers, self.pin_memory, self.persistent_workers)
+    def _loader(self, ds: Any, train: bool = False, shuffle: bool = False, sampler: Any = None) -> DataLoader:
+        size = self.batch_size if train else self.eval_batch_size or max(self.batch_size, 256)
+        args = (size, self.num_workers, self.pin_memory, self.persistent_workers)
         return make_loader(ds, *args, shuffle=shuffle, sampler=sampler)

@@ -43,8 +43,8 @@ ARRAYS = "<arrays>"  # the source name of FocalMixDataModule.from_arrays
 SOURCES = ("source", "val_source", "test_source", "predict_source")
 # the datamodule's public attributes that are its arguments as given
 PLAIN = (
-    *SOURCES, "positive_class", "seed", "standardize", "balanced_sampling", "batch_size", "num_workers",
-    "pin_memory", "persistent_workers", "max_categories", "missing",
+    *SOURCES, "positive_class", "seed", "standardize", "balanced_sampling", "batch_size", "eval_batch_size",
+    "num_workers", "pin_memory", "persistent_workers", "max_categories", "missing",
 )  # fmt: skip
 
 
@@ -102,6 +102,7 @@ CONSTRAINTS: dict[str, list] = {
     "standardize": _FLAG,
     "balanced_sampling": _FLAG,
     "batch_size": [Interval(int, 1)],
+    "eval_batch_size": [None, Interval(int, 1)],
     "num_workers": [Interval(int, 0)],
     "pin_memory": _FLAG,
     "persistent_workers": _FLAG,
