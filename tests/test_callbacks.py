@@ -42,7 +42,7 @@ def test_ids_come_first_and_every_row_once(table, limit):
     tmp_path, new = table
     dm = FocalMixDataModule(
         str(tmp_path / "train.csv"), predict_source=str(tmp_path / "new.csv"), target="label",
-        id_columns=["key"], batch_size=8,
+        id_columns=["key"], batch_size=8, eval_batch_size=8,
     )  # fmt: skip
     model = FocalMixClassifier(
         num_features=dm.num_features, num_classes=2, task="binary", class_names=dm.class_names,
