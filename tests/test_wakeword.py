@@ -8,18 +8,14 @@ import pytest
 from focalmix.wakeword import choose_threshold, detect, fa_frr_table, false_accepts, frr, threshold_grid
 
 
-def _reference_events(probs, starts, threshold, hop, refractory):
-    """The definition, one window at a time: a run of firing windows starts an event unless it starts
-    within the refractory time of the last event's start."""
-    events, last_fire, last_event = [], None, -np.inf
+def _reference_events(probs, starts, threshold, refractory):
+    """The streaming detector of the README, one window at a time: a window at or above the threshold
+    fires unless the last event fired less than the refractory time before."""
+    events, last = [], -np.inf
     for p, t in zip(probs, starts, strict=True):
-        if p < threshold:
-            continue
-        new_run = last_fire is None or t - last_fire > hop + 1e-6
-        if new_run and t >= last_event + refractory - 1e-6:
+        if p >= threshold and t - last >= refractory - 1e-6:
             events.append(t)
-            last_event = t
-        last_fire = t
+            last = t
     return events
 
 
@@ -31,10 +27,10 @@ def test_events_match_the_one_window_at_a_time_definition(seed, hop, refractory)
     starts = np.arange(n) * hop
     probs = np.clip(rng.normal(0.3, 0.3, n), 0, 1)  # bursty enough to have runs and gaps
     for threshold in (0.2, 0.5, 0.8, 0.95):
-        expected = _reference_events(probs, starts, threshold, hop, refractory)
-        got = [e["start"] for e in detect(probs, starts, threshold, hop, refractory)]
+        expected = _reference_events(probs, starts, threshold, refractory)
+        got = [e["start"] for e in detect(probs, starts, threshold, refractory)]
         np.testing.assert_allclose(got, expected)
-        assert false_accepts(probs, starts, np.array([threshold]), hop, refractory)[0] == len(expected)
+        assert false_accepts(probs, starts, np.array([threshold]), refractory)[0] == len(expected)
 
 
 def test_known_events_on_synthetic_background_give_the_right_fa_per_hour():
@@ -59,13 +55,28 @@ def test_files_never_merge_and_detections_are_spaced_by_the_refractory_time():
     ids = np.array([0, 0, 0, 1, 1])
     events = detect(probs, starts, 0.5, file_ids=ids)
     assert [(e["file"], e["start"]) for e in events] == [(0, 0.0), (1, 0.0)]
-    long_run = np.full(35, 0.9)  # 3.5 s of firing windows: one run, one event
-    assert [e["start"] for e in detect(long_run, np.arange(35) / 10, 0.5)] == [0.0]
-    # a run restarts after a dip; it starts a new event only once the refractory time has passed
+    long_run = np.full(35, 0.9)  # 3.5 s of firing windows: the detector fires again every second
+    assert [e["start"] for e in detect(long_run, np.arange(35) / 10, 0.5)] == pytest.approx([0, 1, 2, 3])
+    # after a dip, the next firing window fires only once the refractory time has passed
     dip = np.array([0.9] * 5 + [0.1] + [0.9] * 10)
-    assert [e["start"] for e in detect(dip, np.arange(16) / 10, 0.5)] == [0.0]  # 0.6 s < 1 s refractory
+    assert [e["start"] for e in detect(dip, np.arange(16) / 10, 0.5)] == pytest.approx([0.0, 1.0])
     got = [e["start"] for e in detect(dip, np.arange(16) / 10, 0.5, refractory_seconds=0.5)]
-    assert got == pytest.approx([0.0, 0.6])
+    assert got == pytest.approx([0.0, 0.6, 1.1])
+
+
+def test_a_threshold_under_which_everything_fires_is_never_chosen():
+    # One 2-hour background file scoring 0.05 everywhere and one near-miss: at 0.5 FA/h one event is
+    # allowed. Counting a run as one event however long it lasts, threshold 0 (every window fires: one
+    # run, one event) met the target with FRR 0 and was chosen; the deployed detector fires every second.
+    hop = 0.1
+    starts = np.arange(int(2 * 3600 / hop)) * hop
+    probs = np.full(starts.size, 0.05)
+    probs[30000:30003] = 0.97
+    positives = np.linspace(0.3, 1.0, 50)
+    table = fa_frr_table(positives, probs, starts, 2.0, threshold_grid())
+    assert table["false_accepts"][0] == 7200  # threshold 0: a detection every second for two hours
+    chosen = table["threshold"][choose_threshold(table, 0.5)]
+    assert 0.05 < chosen <= 0.3 and table["fa_per_hour"][choose_threshold(table, 0.5)] == 0.5
 
 
 def test_frr_and_the_threshold_choice():

@@ -31,9 +31,9 @@ class PredictionWriter(BasePredictionWriter):
     files, so ``path`` must be on a filesystem every node can read (like the checkpoints).
 
     With ``detections`` (binary audio models, windows slid over long recordings): the file holds the
-    detections instead, one row per event (``path``, ``start_seconds``, ``peak_probability``): runs of
-    windows at or above the threshold merged, at most one per ``refractory_seconds``
-    (:func:`focalmix.wakeword.detect`).
+    detections instead, one row per event (``path``, ``start_seconds``, ``peak_probability``): a window
+    at or above the threshold fires unless an event fired less than ``refractory_seconds`` before, as a
+    streaming detector does (:func:`focalmix.wakeword.detect`).
 
     Args:
         path: the CSV to write. Default: ``predictions.csv``. Its folder is created.
@@ -136,8 +136,7 @@ def detections_frame(frame: pd.DataFrame, probs: np.ndarray, pl_module, datamodu
     starts = frame["start_seconds"].to_numpy() if "start_seconds" in frame else np.zeros(len(frame))
     files, file_ids = np.unique(frame["path"].to_numpy(), return_inverse=True)
     events = wakeword.detect(
-        probs, starts, float(pl_module.threshold), settings["hop_seconds"], settings["refractory_seconds"],
-        file_ids,
+        probs, starts, float(pl_module.threshold), settings["refractory_seconds"], file_ids,
     )  # fmt: skip
     return pd.DataFrame(
         {

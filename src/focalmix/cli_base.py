@@ -115,8 +115,8 @@ class FocalMixCLI(RunHooks, LightningCLI):
             type=bool,
             default=False,
             help="predict (wake words on long recordings): write the detected events (path, start, peak"
-            " probability; runs of windows above the threshold, at most one per"
-            " --data.refractory_seconds) instead of one row per window.",
+            " probability; a window at or above the threshold fires unless one fired less than"
+            " --data.refractory_seconds before) instead of one row per window.",
         )
         parser.link_arguments("detections", "prediction_writer.detections")
         parser.add_argument(

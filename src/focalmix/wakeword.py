@@ -1,10 +1,12 @@
 """Wake-word detection on long recordings: events from window scores, false accepts per hour, thresholds.
 
 A wake-word model scores windows slid over audio (``clip_seconds`` long, every ``hop_seconds``). A
-detector fires when a window's probability reaches the threshold; a run of consecutive firing windows is
-one event (its start, its peak probability), and after an event nothing fires for ``refractory_seconds``
-(measured from the event's start), as openWakeWord and WakeBuilder count activations. On background
-audio with no wake word every event is a false accept: ``FA/h = events / hours of background``. The
+detector fires when a window's probability reaches the threshold, unless it fired less than
+``refractory_seconds`` before: the rule of a streaming detector (the README's snippet, openWakeWord's
+``debounce_time``). A short run of firing windows is one event (its start, its peak probability); a run
+that lasts longer fires again every ``refractory_seconds``, as the deployed detector would, so a
+threshold under which everything fires is never one event per file. On background audio with no wake
+word every event is a false accept: ``FA/h = events / hours of background``. The
 false-reject rate (FRR) is measured on the positive clips: the share scoring below the threshold.
 
 Pure numpy: these are the counts the report, the threshold choice and the exported sidecar share.
@@ -28,22 +30,14 @@ def threshold_grid() -> np.ndarray:
     return np.unique(np.concatenate([np.linspace(0.0, 0.995, 200), fine]).round(6))
 
 
-def _events_at(times: np.ndarray, firing: np.ndarray, hop: float, refractory: float) -> np.ndarray:
-    """Indices (into ``times``) of the windows that start an event; ``times`` sorted, files kept apart."""
+def _events_at(times: np.ndarray, firing: np.ndarray, refractory: float) -> np.ndarray:
+    """Indices (into ``times``) of the windows that fire; ``times`` sorted, files kept apart."""
     idx = np.flatnonzero(firing)
-    if idx.size == 0:
-        return idx
     t = times[idx]
-    # a new run where the previous firing window is more than one hop earlier (or in another file)
-    new_run = np.ones(idx.size, dtype=bool)
-    new_run[1:] = np.diff(t) > hop + _EPS
-    starts = idx[new_run]
-    run_times = times[starts]
-    kept, next_ok, i = [], -np.inf, 0
-    while i < run_times.size:  # greedy refractory: jump to the first run starting after the dead time
-        kept.append(starts[i])
-        next_ok = run_times[i] + refractory - _EPS
-        i = int(np.searchsorted(run_times, next_ok, side="left"))
+    kept, i = [], 0
+    while i < idx.size:  # fire, then jump to the first firing window after the dead time
+        kept.append(idx[i])
+        i = int(np.searchsorted(t, t[i] + refractory - _EPS, side="left"))
     return np.asarray(kept, dtype=np.int64)
 
 
@@ -60,7 +54,6 @@ def detect(
     probs: np.ndarray,
     starts: np.ndarray,
     threshold: float,
-    hop_seconds: float = 0.1,
     refractory_seconds: float = 1.0,
     file_ids: np.ndarray | None = None,
 ) -> list[dict]:
@@ -70,8 +63,7 @@ def detect(
         probs: (N,) the windows' probabilities.
         starts: (N,) each window's start in seconds within its file (sorted within a file).
         threshold: a window fires when its probability is >= this.
-        hop_seconds: the windows' spacing; firing windows at most one hop apart form one run.
-        refractory_seconds: after an event starts, nothing fires for this long. Default 1 s.
+        refractory_seconds: after an event, nothing fires for this long. Default 1 s.
         file_ids: (N,) which file each window belongs to (files never merge); default: one file.
 
     Example:
@@ -84,7 +76,7 @@ def detect(
     times = _timeline(starts, ids, refractory_seconds)
     order = np.argsort(times, kind="stable")
     t_sorted, p_sorted = times[order], probs[order]
-    heads = _events_at(t_sorted, p_sorted >= threshold, hop_seconds, refractory_seconds)
+    heads = _events_at(t_sorted, p_sorted >= threshold, refractory_seconds)
     events = []
     for k, h in enumerate(heads):
         end_time = t_sorted[heads[k + 1]] if k + 1 < len(heads) else np.inf
@@ -100,7 +92,6 @@ def false_accepts(
     probs: np.ndarray,
     starts: np.ndarray,
     thresholds: np.ndarray,
-    hop_seconds: float = 0.1,
     refractory_seconds: float = 1.0,
     file_ids: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -115,7 +106,7 @@ def false_accepts(
     order = np.argsort(times, kind="stable")
     t_sorted, p_sorted = times[order], np.asarray(probs, dtype=np.float64)[order]
     return np.array(
-        [len(_events_at(t_sorted, p_sorted >= t, hop_seconds, refractory_seconds)) for t in thresholds],
+        [len(_events_at(t_sorted, p_sorted >= t, refractory_seconds)) for t in thresholds],
         dtype=np.int64,
     )
 
@@ -134,16 +125,13 @@ def fa_frr_table(
     background_starts: np.ndarray,
     background_hours: float,
     thresholds: np.ndarray,
-    hop_seconds: float = 0.1,
     refractory_seconds: float = 1.0,
     file_ids: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``{"threshold", "frr", "false_accepts", "fa_per_hour"}`` over ``thresholds``."""
     if not background_hours > 0:
         raise ValueError(f"`background_hours` must be > 0, got {background_hours}.")
-    counts = false_accepts(
-        background_probs, background_starts, thresholds, hop_seconds, refractory_seconds, file_ids
-    )
+    counts = false_accepts(background_probs, background_starts, thresholds, refractory_seconds, file_ids)
     return {
         "threshold": np.asarray(thresholds, dtype=np.float64),
         "frr": frr(positive_probs, thresholds),
