@@ -14,19 +14,21 @@ offsets from continuous talk of the training voices), then cuts every background
   ``focalmix.wakeword.false_accepts`` as a check). One event in 12.5 minutes is 4.8 FA/h: no event
   bounds FA/h by 14 (95%), not by 0.5, which would take 6 hours of background without an event.
 
-Training folders: ``DIR/train_notalk/`` (the set as make_dataset writes it by default, without the talk
-cuts), ``DIR/set/train`` (with them), ``DIR/train_big/`` (``DIR/set_400``: 400 training voices and 2,000
-talk cuts from the same training variants, the set's training recordings; the held-out variants stay
-unseen), ``DIR/train_talk/`` (``train_big`` with 20,000 talk cuts of the same voices from ``DIR/set_talk``
-in place of its 2,000: far more background negatives, confusables among them). Each setting is one ``focalmix fit`` (a fresh process, timed by the wall clock; the feature cache
-under ``DIR/cache`` is shared, so only new clips or augmented views go through the backbone; a setting
-whose ``DIR/runs/<name>/fit.json`` exists is scored again, not refitted), then ``focalmix predict`` on
-``test/`` (held-out espeak voices), ``test_piper/`` (the neural voice) and ``bg_held/``. Measures: test
-AUROC and recall at FPR <= 0.05 (scikit-learn's ``roc_curve``), the chosen threshold, FRR on the test/
-wake clips at it, FA/h on the held-out background, FRR and FA/h on the validation rows and ``bg_thr``
-(the checkpoint's table), recall on the test_piper wake clips at the threshold and test_piper's AUROC.
-``--probe VIEWS``: scikit-learn heads (logistic regression, MLPs) on the same cached features, which
-focalmix's one linear layer on a frozen backbone cannot be. A table in Markdown and ``DIR/results.json``.
+Training folders: ``DIR/train_notalk/`` (the set as make_dataset writes it by default, without the talk cuts),
+``DIR/set/train`` (with them), ``DIR/train_big/`` (``DIR/set_400``: 400 training voices and 2,000 talk cuts
+from the same training variants, the set's training recordings; the held-out variants stay unseen),
+``DIR/train_talk/`` (``train_big`` with 20,000 talk cuts of the same voices from ``DIR/set_talk`` in place of
+its 2,000: far more background negatives, confusables among them); ``DIR/set_1s`` and ``DIR/set_2s``
+(``make_dataset.py --clip-seconds 1`` / ``2``, 400 voices, 4,000 talk cuts: the same utterances in 1 s and 2 s
+windows, each with its own test/ and test_piper/). Each setting is one ``focalmix fit`` (a fresh process,
+timed by the wall clock; the feature cache under ``DIR/cache`` is shared, so only new clips or augmented views
+go through the backbone; a setting whose ``DIR/runs/<name>/fit.json`` exists is scored again, not refitted),
+then ``focalmix predict`` on ``test/`` (held-out espeak voices), ``test_piper/`` (the neural voice) and
+``bg_held/``. Measures: test AUROC and recall at FPR <= 0.05 (scikit-learn's ``roc_curve``), the chosen
+threshold, FRR on the test/ wake clips at it, FA/h on the held-out background, FRR and FA/h on the validation
+rows and ``bg_thr`` (the checkpoint's table), recall on the test_piper wake clips at the threshold and
+test_piper's AUROC. ``--probe VIEWS``: scikit-learn heads (logistic regression, MLPs) on the same cached
+features. A table in Markdown and ``DIR/results.json`` (run one invocation at a time: each rewrites it).
 
 A fit takes 1-5 minutes on a 2-core machine once the features are cached; the first computes about
 18,000 clips and windows (30-60 per second), ``--data.augment_views 4`` adds 4 views of each training clip,
@@ -58,6 +60,8 @@ AUG4 = ["--data.augment_views", "4", "--data.noise_source", "noise"]
 SHARP = ["--model.mixup_alpha", "0", "--model.label_smoothing", "0", "--model.dropout", "0.1"]
 HEAD64 = ["--model.head_hidden_sizes", "[64]"]
 HEAD128 = ["--model.head_hidden_sizes", "[128]"]
+NO_VIEWS = ["--preset", "wakeword", "--data.augment_views", "0"]
+CLIP2 = ["--model.backbone.init_args.clip_seconds", "2"]  # the data's clip follows the backbone's
 SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     "lr 1e-4 (default), no talk": ("train_notalk", []),
     "lr 1e-3, no talk": ("train_notalk", LR3),
@@ -82,13 +86,22 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     "lr 1e-3, talk, 400 voices, sharp, aug 2, head 128": ("train_big", [*LR3, *SHARP, *AUG2, *HEAD128]),
     # the packaged preset (lr 3e-4, head [128], sharp, 2 views), with the colored noise here
     "preset wakeword, talk": ("set/train", ["--preset", "wakeword", "--data.noise_source", "noise"]),
-    "preset wakeword, talk, 400 voices": ("train_big", ["--preset", "wakeword", "--data.noise_source", "noise"]),
+    "preset wakeword, talk, 400 voices": (
+        "train_big",
+        ["--preset", "wakeword", "--data.noise_source", "noise"],
+    ),
     # 20,000 talk cuts of the training voices (train_big has 2,000): far more background negatives
     "preset wakeword, 20k talk, 400 voices, no views": (
         "train_talk",
         ["--preset", "wakeword", "--data.augment_views", "0"],
     ),
-    "preset wakeword, 20k talk, 400 voices": ("train_talk", ["--preset", "wakeword", "--data.noise_source", "noise"]),
+    "preset wakeword, 20k talk, 400 voices": (
+        "train_talk",
+        ["--preset", "wakeword", "--data.noise_source", "noise"],
+    ),
+    # the window: the same utterances in 1 s and in 2 s clips (3 and 16 embedding frames), own test sets
+    "preset wakeword, 1 s windows, no views": ("set_1s/train", [*NO_VIEWS], "set_1s"),
+    "preset wakeword, 2 s windows, no views": ("set_2s/train", [*NO_VIEWS, *CLIP2], "set_2s"),
 }
 DEFAULT = list(SETTINGS)
 
@@ -139,6 +152,13 @@ def prepare(work: Path, background_seconds: float, talk: int) -> None:
         for clip in clips:
             if not (folder / clip.name).exists():
                 os.link(clip, folder / clip.name)
+    for clip in (1, 2):  # the same utterances in 1 s and 2 s clips: train/ (4,000 talk cuts), test/, piper
+        if not (work / f"set_{clip}s" / "voices.json").exists():
+            cmd = [sys.executable, str(MAKE_DATASET), str(work / f"set_{clip}s"), "--train-voices", "400",
+                   "--test-voices", "120", "--clips-per-voice", "4", "--wake-fraction", "0.4",
+                   "--train-talk-clips", str(4 * talk), "--background-seconds", "0",
+                   "--clip-seconds", str(clip)]  # fmt: skip
+            subprocess.run(cmd, check=True)
     for label in ("wake", "other"):
         folder = work / "train_notalk" / label
         folder.mkdir(parents=True, exist_ok=True)
@@ -180,10 +200,11 @@ def run(name: str, work: Path, env: dict[str, str]) -> dict:
 
     from focalmix import wakeword
 
-    train, extra = SETTINGS[name]
+    train, extra, *own_sets = SETTINGS[name]
+    sets = work / (own_sets[0] if own_sets else "set")  # test/ and test_piper/ in the setting's clip length
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     root = work / "runs" / slug
-    args = ["fit", "--data.source", str(work / train), "--data.test_source", str(work / "set" / "test"),
+    args = ["fit", "--data.source", str(work / train), "--data.test_source", str(sets / "test"),
             "--model.backbone", BACKBONE, "--data.background_source", str(work / "bg_thr"),
             *COMMON, *extra, "--trainer.default_root_dir", str(root)]  # fmt: skip
     if (root / "fit.json").exists():  # fitted before: evaluated again, not refitted
@@ -202,13 +223,13 @@ def run(name: str, work: Path, env: dict[str, str]) -> dict:
     out = {"setting": name, "command": "focalmix " + shlex.join(args).replace(str(work) + "/", "DIR/"),
            "wall_s": round(wall, 1), "epochs": epochs, "features_computed": computed,
            "threshold": threshold}  # fmt: skip
-    y, p = scores(predict(ckpt, work / "set" / "test", root / "test.csv", env), work / "set" / "test")
+    y, p = scores(predict(ckpt, sets / "test", root / "test.csv", env), sets / "test")
     y_test, p_test = y, p
     fpr, tpr, _ = roc_curve(y, p)
     out.update(test_auroc=float(roc_auc_score(y, p)), test_recall_fpr05=float(tpr[fpr <= 0.05].max()),
                test_frr=float((p[y == 1] < threshold).mean()),
                test_fpr=float((p[y == 0] >= threshold).mean()))  # fmt: skip
-    piper = work / "set" / "test_piper"
+    piper = sets / "test_piper"
     if piper.is_dir():
         y, p = scores(predict(ckpt, piper, root / "piper.csv", env), piper)
         fpr, tpr, _ = roc_curve(y, p)
@@ -296,9 +317,7 @@ def probe(work: Path, views: int, talk: bool = True) -> list[dict]:
         x, starts, ids, hours = background["bg_thr"]
         threshold = float(np.nextafter(head.predict_proba(x)[:, 1].max(), 1.0))
         x, starts, ids, hours = background["bg_held"]
-        held = wakeword.false_accepts(
-            head.predict_proba(x)[:, 1], starts, np.array([threshold]), 1.0, ids
-        )
+        held = wakeword.false_accepts(head.predict_proba(x)[:, 1], starts, np.array([threshold]), 1.0, ids)
         y, p = clips["test"][0], prob["test"]
         fpr, tpr, _ = roc_curve(y, p)
         yp, pp = clips["test_piper"][0], prob["test_piper"]

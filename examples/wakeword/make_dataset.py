@@ -2,8 +2,10 @@
 
 Run: ``python examples/wakeword/make_dataset.py OUT_DIR [--phrase "hey focal"] [--clips-per-voice 12]``
 
-Every clip is 1 s of 16 kHz mono float WAV; the speech sits at a random offset inside it (a sentence
-longer than a second is cut at a random point), at a random level over a faint noise floor::
+Every clip is 1 s (``--clip-seconds``) of 16 kHz mono float WAV; the speech sits at a random offset
+inside it (a sentence longer than the clip is cut at a random point), at a random level over a faint
+noise floor. Whole utterances are said in at most 0.97 s whatever the clip length, so a set made with
+``--clip-seconds 2`` says the same words as the 1 s set of the same seed, in longer windows::
 
     OUT_DIR/train/{wake,other}/*.wav        espeak-ng voices (an accent + a voice variant each)
     OUT_DIR/test/{wake,other}/*.wav         held-out voices: variants never heard in training
@@ -253,15 +255,17 @@ def level(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict
     return out.astype(np.float32), {"gain_db": round(gain_db, 2), "snr_db": round(snr_db, 2)}
 
 
-def place(speech: np.ndarray, rng: np.random.Generator, whole: bool) -> tuple[np.ndarray, dict]:
-    """One second: ``speech`` at a random offset, or (longer than 1 s, not ``whole``) a random cut of it."""
-    if len(speech) > RATE:
+def place(
+    speech: np.ndarray, rng: np.random.Generator, whole: bool, n: int = RATE
+) -> tuple[np.ndarray, dict]:
+    """``n`` samples: ``speech`` at a random offset, or (longer, not ``whole``) a random cut of it."""
+    if len(speech) > n:
         if whole:
-            raise ValueError(f"{len(speech) / RATE:.2f} s of speech does not fit in a 1 s clip")
-        start = int(rng.integers(0, len(speech) - RATE + 1))
-        return speech[start : start + RATE], {"cut_at_s": round(start / RATE, 3)}
-    offset = int(rng.integers(0, RATE - len(speech) + 1))
-    clip = np.zeros(RATE, dtype=np.float32)
+            raise ValueError(f"{len(speech) / RATE:.2f} s of speech does not fit in a {n / RATE:g} s clip")
+        start = int(rng.integers(0, len(speech) - n + 1))
+        return speech[start : start + n], {"cut_at_s": round(start / RATE, 3)}
+    offset = int(rng.integers(0, n - len(speech) + 1))
+    clip = np.zeros(n, dtype=np.float32)
     clip[offset : offset + len(speech)] = speech
     return clip, {"offset_s": round(offset / RATE, 3)}
 
@@ -269,11 +273,11 @@ def place(speech: np.ndarray, rng: np.random.Generator, whole: bool) -> tuple[np
 class Writer:
     """Writes clips under the output folder and records what each says in ``voices.json``."""
 
-    def __init__(self, root: Path) -> None:
-        self.root, self.files, self.counts = root, {}, Counter()
+    def __init__(self, root: Path, samples: int = RATE) -> None:
+        self.root, self.samples, self.files, self.counts = root, samples, {}, Counter()
 
     def clip(self, split: str, label: str, name: str, speech: np.ndarray, rng, whole: bool, **meta) -> None:
-        clip, where = place(speech, rng, whole)
+        clip, where = place(speech, rng, whole, self.samples)
         clip, gain = level(clip, rng)
         self.write(f"{split}/{label}/{name}.wav", clip, {**meta, **where, **gain})
         self.counts[split, label] += 1
@@ -387,16 +391,17 @@ def recordings() -> list[Path]:
 
 
 def recorded_clips(writer: Writer, files: dict[str, list[Path]], seed: int) -> None:
-    """Each recording cut into 1 s clips (from a random start; a last part of >= 0.5 s padded)."""
+    """Each recording cut into clips (from a random start; a last part of >= half a clip padded)."""
+    n = writer.samples
     for split, paths in files.items():
         for path in paths:
             rng = np.random.default_rng([seed, 7, *path.stem.encode()])
             audio = load_16k(path)
             start = int(rng.integers(0, RATE // 2))
-            for i, lo in enumerate(range(start, len(audio) - RATE // 2, RATE)):
+            for i, lo in enumerate(range(start, len(audio) - n // 2, n)):
                 name = f"audioeval-{path.parent.name}-{path.stem}-{i}"
                 meta = {"voice": f"recording:{path.parent.name}/{path.name}", "kind": "recording", "text": ""}
-                writer.clip(split, "other", name, audio[lo : lo + RATE], rng, whole=True, **meta)
+                writer.clip(split, "other", name, audio[lo : lo + n], rng, whole=True, **meta)
 
 
 def load_16k(path: Path) -> np.ndarray:
@@ -445,11 +450,12 @@ def train_talk(espeak: Espeak, writer: Writer, voices: list[dict], args, seed: i
         for _ in range(max(1, len(talk) // RATE // 2)):
             if written == args.train_talk_clips:
                 break
-            start = int(rng.integers(0, max(1, len(talk) - RATE)))
+            n = writer.samples
+            start = int(rng.integers(0, max(1, len(talk) - n)))
             meta = {"voice": voice["voice"], "text": " | ".join(said), "kind": "talk",
                     "cut_at_s": round(start / RATE, 3)}  # fmt: skip
-            cut = talk[start : start + RATE]
-            writer.clip("train", "other", f"talk-{written:04d}", np.pad(cut, (0, RATE - len(cut))), rng,
+            cut = talk[start : start + n]
+            writer.clip("train", "other", f"talk-{written:04d}", np.pad(cut, (0, n - len(cut))), rng,
                         whole=True, **meta)  # fmt: skip
             written += 1
 
@@ -519,6 +525,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of synthesized talk in background/ (0: none); 150")  # fmt: skip
     parser.add_argument("--train-talk-clips", type=int, default=0,
                         help="train/other clips cut from continuous talk of train voices; 0")  # fmt: skip
+    parser.add_argument("--clip-seconds", type=float, default=1.0, help="clip length, >= 1; default 1")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files; default 0")
     args = parser.parse_args(argv)
     for name in ("clips_per_voice", "train_voices", "test_voices"):
@@ -526,6 +533,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not 0 < args.held_out < 1 or not 0 < args.wake_fraction < 1:
         parser.error("--held-out and --wake-fraction must be in (0, 1)")
+    if not 1 <= args.clip_seconds <= 10:
+        parser.error(f"--clip-seconds must be in [1, 10], got {args.clip_seconds}")
     if args.piper_clips < 0 or args.background_seconds < 0 or args.train_talk_clips < 0:
         parser.error("--piper-clips, --background-seconds and --train-talk-clips must be >= 0")
     return args
@@ -537,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(args.seed)
     espeak = Espeak()
     voices, variants = pick_voices(espeak, args, rng)
-    writer = Writer(args.out_dir)
+    writer = Writer(args.out_dir, round(args.clip_seconds * RATE))
     for old in (
         p for d in ("train", "test", "test_piper", "background") for p in args.out_dir.glob(f"{d}/**/*.wav")
     ):
@@ -563,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.background_seconds:
         background(espeak, writer, voices["test"], paths, args, args.seed)
     info = {
-        "phrase": args.phrase, "seed": args.seed, "sample_rate": RATE, "clip_seconds": 1.0,
+        "phrase": args.phrase, "seed": args.seed, "sample_rate": RATE, "clip_seconds": args.clip_seconds,
         "espeak": {"accents": list(ACCENTS), "train_variants": variants["train"],
                    "test_variants": variants["test"]},
         "voices": {s: [v["voice"] for v in voices[s]] for s in ("train", "test")},
@@ -584,7 +593,7 @@ def report(writer: Writer, voices, variants, piper_note: str, args, seconds: flo
                 f"  {split + '/':12s} {wake:5,d} wake  {other:5,d} other  ({wake / (wake + other):.0%} wake)"
             )
     total = sum(writer.counts.values())
-    print(f"  {'total':12s} {total:5,d} clips of 1 s at {RATE} Hz")
+    print(f"  {'total':12s} {total:5,d} clips of {args.clip_seconds:g} s at {RATE} Hz")
     back = [(k, sf.info(args.out_dir / k).duration) for k in writer.files if k.startswith("background/")]
     if back:
         print(f"  background/  {len(back)} files, {sum(d for _, d in back) / 60:.1f} min without the phrase")
