@@ -31,16 +31,16 @@ def _espeak_problem() -> str | None:
     return None
 
 
-def _make(runs: dict[Path, int]) -> None:
-    """make_dataset.py into each folder with its seed, side by side (most of the time is start-up)."""
+def _make(runs: dict[Path, list[str]]) -> None:
+    """make_dataset.py into each folder with its flags, side by side (most of the time is start-up)."""
     procs = {
         out: subprocess.Popen(
-            [sys.executable, str(SCRIPT), str(out), *TINY, "--seed", str(seed)],
+            [sys.executable, str(SCRIPT), str(out), *TINY, *flags],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for out, seed in runs.items()
+        for out, flags in runs.items()
     }
     for out, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
@@ -61,8 +61,9 @@ def made(tmp_path_factory) -> dict[str, Path]:
     if problem:
         pytest.skip(problem)
     root = tmp_path_factory.mktemp("wakeword")
-    folders = {name: root / name for name in ("a", "b", "c")}
-    _make({folders["a"]: 0, folders["b"]: 0, folders["c"]: 1})
+    folders = {name: root / name for name in ("a", "b", "c", "long")}
+    seeds = {"a": ["--seed", "0"], "b": ["--seed", "0"], "c": ["--seed", "1"]}
+    _make({folders[k]: flags for k, flags in {**seeds, "long": ["--clip-seconds", "2"]}.items()})
     return folders
 
 
@@ -117,3 +118,14 @@ def test_held_out_voices_are_never_heard_in_training(made):
     assert all("hey" in t.lower() and "focal" in t.lower() for t in spoken)
     recordings = info["recordings"]
     assert not set(recordings["train"]) & set(recordings["test"])
+
+
+@pytest.mark.slow
+def test_longer_clips_hold_the_same_utterances(made):
+    short, long = (json.loads((made[k] / "voices.json").read_text())["files"] for k in ("a", "long"))
+    said = {k: m["text"] for k, m in short.items() if m.get("kind") not in ("recording", None)}
+    assert any(m.get("kind") == "talk" for m in short.values())
+    assert said and said == {k: long[k]["text"] for k in said}  # same seed: same voices, same words
+    clips = [p for p in made["long"].rglob("*.wav") if "background" not in p.parts]
+    assert clips and all(sf.info(p).frames == 32000 for p in clips)
+    assert json.loads((made["long"] / "voices.json").read_text())["clip_seconds"] == 2.0

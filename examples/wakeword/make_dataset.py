@@ -251,20 +251,28 @@ def level(audio: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict
     gain_db, snr_db = rng.uniform(-12, -1), rng.uniform(30, 55)
     peak = 10 ** (gain_db / 20)
     out = audio / (np.abs(audio).max() + 1e-9) * peak
-    out = out + rng.standard_normal(len(out)) * peak * 10 ** (-snr_db / 20)
+    # one second of noise, repeated over a longer clip: the generator moves on as for a 1 s clip
+    noise = np.resize(rng.standard_normal(min(len(out), RATE)), len(out))
+    out = out + noise * peak * 10 ** (-snr_db / 20)
     return out.astype(np.float32), {"gain_db": round(gain_db, 2), "snr_db": round(snr_db, 2)}
 
 
 def place(
     speech: np.ndarray, rng: np.random.Generator, whole: bool, n: int = RATE
 ) -> tuple[np.ndarray, dict]:
-    """``n`` samples: ``speech`` at a random offset, or (longer, not ``whole``) a random cut of it."""
+    """``n`` samples: ``speech`` at a random offset, or (longer, not ``whole``) a random cut of it.
+
+    The random draw is the one a 1 s clip takes, scaled to ``n``: longer clips consume the generator as
+    1 s clips do, so the same seed says the same words whatever ``--clip-seconds``."""
+    if len(speech) > n and whole:
+        raise ValueError(f"{len(speech) / RATE:.2f} s of speech does not fit in a {n / RATE:g} s clip")
+    # the 1 s clip's range, its offset or its cut (a cut already clip-long, as talk's, is one at 1 s too)
+    room = 0 if len(speech) == n else abs(len(speech) - RATE)
+    share = int(rng.integers(0, room + 1)) / max(room, 1)
     if len(speech) > n:
-        if whole:
-            raise ValueError(f"{len(speech) / RATE:.2f} s of speech does not fit in a {n / RATE:g} s clip")
-        start = int(rng.integers(0, len(speech) - n + 1))
+        start = round(share * (len(speech) - n))
         return speech[start : start + n], {"cut_at_s": round(start / RATE, 3)}
-    offset = int(rng.integers(0, n - len(speech) + 1))
+    offset = round(share * (n - len(speech)))
     clip = np.zeros(n, dtype=np.float32)
     clip[offset : offset + len(speech)] = speech
     return clip, {"offset_s": round(offset / RATE, 3)}
@@ -451,7 +459,7 @@ def train_talk(espeak: Espeak, writer: Writer, voices: list[dict], args, seed: i
             if written == args.train_talk_clips:
                 break
             n = writer.samples
-            start = int(rng.integers(0, max(1, len(talk) - n)))
+            start = min(int(rng.integers(0, max(1, len(talk) - RATE))), max(0, len(talk) - n))
             meta = {"voice": voice["voice"], "text": " | ".join(said), "kind": "talk",
                     "cut_at_s": round(start / RATE, 3)}  # fmt: skip
             cut = talk[start : start + n]
