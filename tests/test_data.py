@@ -629,7 +629,9 @@ def test_decimal_commas_are_read_only_where_every_value_is_such_a_number(tmp_pat
     assert df["d"].tolist() == ["1.234,5", "2.000,0", "7"]  # thousands separators: not guessed
 
 
-@pytest.mark.parametrize(("batch_size", "eval_batch_size", "expected"), [(32, None, 256), (512, None, 512), (8, 5, 5)])
+@pytest.mark.parametrize(
+    ("batch_size", "eval_batch_size", "expected"), [(32, None, 256), (512, None, 512), (8, 5, 5)]
+)
 def test_eval_batches_have_their_own_size(batch_size, eval_batch_size, expected):
     x, y = np.random.default_rng(0).normal(size=(1000, 3)), np.arange(1000) % 2
     dm = FocalMixDataModule.from_arrays(

@@ -65,8 +65,8 @@ def compute_features(
 
     * with a cache (its folder shared by all ranks), every rank looks the keys up and calls ``barrier()``
       (so no rank's new shards change another's list of missing items), stores its share, calls
-      ``barrier()`` again, then reads the others' shares from the folder (items still absent, e.g. a folder not shared across
-      nodes, are computed locally with a warning);
+      ``barrier()`` again, then reads the others' shares from the folder (items still absent, e.g. a
+      folder not shared across nodes, are computed locally with a warning);
     * with ``cache=None``, ``all_gather(tensor)`` must return the CPU-or-device tensors of all ranks
       stacked, (world_size, *tensor.shape), as Lightning's ``trainer.strategy.all_gather`` does; a list of
       per-rank tensors (as ``torch.distributed.all_gather`` fills) is accepted too. Shares are padded to
