@@ -244,8 +244,10 @@ def run(name: str, work: Path, env: dict[str, str]) -> dict:
     windows = predict(ckpt, work / "bg_held", root / "heldout_windows.csv", env)
     files, ids = np.unique(windows["path"].to_numpy(), return_inverse=True)
     grid = wakeword.threshold_grid()
-    counts = wakeword.false_accepts(windows["prob_wake"].to_numpy(), windows["start_seconds"].to_numpy(),
-                                    np.append(grid, threshold), 1.0, ids)  # fmt: skip
+    probs, starts = windows["prob_wake"].to_numpy(), windows["start_seconds"].to_numpy()
+    counts = wakeword.false_accepts(
+        probs, starts, np.append(grid, threshold), refractory_seconds=1.0, file_ids=ids
+    )
     out["heldout_events_recounted"] = int(counts[-1])
     ok = grid[counts[:-1] / hours <= 0.5]
     out["heldout_threshold_for_0.5fa"] = float(ok.min()) if ok.size else None
@@ -317,7 +319,9 @@ def probe(work: Path, views: int, talk: bool = True) -> list[dict]:
         x, starts, ids, hours = background["bg_thr"]
         threshold = float(np.nextafter(head.predict_proba(x)[:, 1].max(), 1.0))
         x, starts, ids, hours = background["bg_held"]
-        held = wakeword.false_accepts(head.predict_proba(x)[:, 1], starts, np.array([threshold]), 1.0, ids)
+        held = wakeword.false_accepts(
+            head.predict_proba(x)[:, 1], starts, np.array([threshold]), refractory_seconds=1.0, file_ids=ids
+        )
         y, p = clips["test"][0], prob["test"]
         fpr, tpr, _ = roc_curve(y, p)
         yp, pp = clips["test_piper"][0], prob["test_piper"]

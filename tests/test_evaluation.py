@@ -149,7 +149,7 @@ def test_wake_word_epochs_choose_by_false_accepts_per_hour_and_keep_the_table(ru
     def table(thresholds):
         return wakeword.fa_frr_table(
             probs[target == 1].numpy(), bg_probs.numpy(), bg["starts"], bg["hours"], thresholds,
-            bg["refractory_seconds"], bg["file_ids"],
+            refractory_seconds=bg["refractory_seconds"], file_ids=bg["file_ids"],
         )  # fmt: skip
 
     grid = wakeword.threshold_grid()

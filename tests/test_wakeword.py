@@ -28,9 +28,10 @@ def test_events_match_the_one_window_at_a_time_definition(seed, hop, refractory)
     probs = np.clip(rng.normal(0.3, 0.3, n), 0, 1)  # bursty enough to have runs and gaps
     for threshold in (0.2, 0.5, 0.8, 0.95):
         expected = _reference_events(probs, starts, threshold, refractory)
-        got = [e["start"] for e in detect(probs, starts, threshold, refractory)]
+        got = [e["start"] for e in detect(probs, starts, threshold, refractory_seconds=refractory)]
         np.testing.assert_allclose(got, expected)
-        assert false_accepts(probs, starts, np.array([threshold]), refractory)[0] == len(expected)
+        counted = false_accepts(probs, starts, np.array([threshold]), refractory_seconds=refractory)
+        assert counted[0] == len(expected)
 
 
 def test_known_events_on_synthetic_background_give_the_right_fa_per_hour():

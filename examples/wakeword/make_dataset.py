@@ -533,7 +533,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds of synthesized talk in background/ (0: none); 150")  # fmt: skip
     parser.add_argument("--train-talk-clips", type=int, default=0,
                         help="train/other clips cut from continuous talk of train voices; 0")  # fmt: skip
-    parser.add_argument("--clip-seconds", type=float, default=1.0, help="clip length, >= 1; default 1")
+    parser.add_argument(
+        "--clip-seconds", type=float, default=1.0, help="clip length in seconds, 1-10; default 1"
+    )
     parser.add_argument("--seed", type=int, default=0, help="same seed, same files; default 0")
     args = parser.parse_args(argv)
     for name in ("clips_per_voice", "train_voices", "test_voices"):

@@ -136,7 +136,8 @@ def detections_frame(frame: pd.DataFrame, probs: np.ndarray, pl_module, datamodu
     starts = frame["start_seconds"].to_numpy() if "start_seconds" in frame else np.zeros(len(frame))
     files, file_ids = np.unique(frame["path"].to_numpy(), return_inverse=True)
     events = wakeword.detect(
-        probs, starts, float(pl_module.threshold), settings["refractory_seconds"], file_ids,
+        probs, starts, float(pl_module.threshold), refractory_seconds=settings["refractory_seconds"],
+        file_ids=file_ids,
     )  # fmt: skip
     return pd.DataFrame(
         {

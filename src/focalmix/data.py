@@ -264,7 +264,7 @@ class FocalMixDataModule(pl.LightningDataModule):
 
     @property
     def wakeword_settings(self) -> dict[str, float]:
-        """Window, hop and refractory times: how FA/h is counted and detections are merged."""
+        """Window, hop and refractory times: how long recordings are cut and how their events are counted."""
         return self._media.wakeword(self._data.input_spec)
 
     def summary_lines(self) -> list[str]:

@@ -49,7 +49,7 @@ class MediaSettings:
         return float(getattr(spec, "clip_seconds", None) or 1.0)
 
     def wakeword(self, spec: Any) -> dict[str, float]:
-        """Window, hop and refractory times: how FA/h is counted and detections are merged."""
+        """Window, hop and refractory times: how long recordings are cut and how their events are counted."""
         return {
             "clip_seconds": self.clip_for(spec),
             "hop_seconds": self.hop_seconds,

@@ -201,8 +201,8 @@ class Evaluator(nn.Module):
 
         def table(thresholds: np.ndarray) -> dict[str, np.ndarray]:
             return wakeword.fa_frr_table(
-                positives, bg_probs, bg["starts"], bg["hours"], thresholds, bg["refractory_seconds"],
-                bg["file_ids"],
+                positives, bg_probs, bg["starts"], bg["hours"], thresholds,
+                refractory_seconds=bg["refractory_seconds"], file_ids=bg["file_ids"],
             )  # fmt: skip
 
         grid = wakeword.threshold_grid()
