@@ -62,6 +62,7 @@ HEAD64 = ["--model.head_hidden_sizes", "[64]"]
 HEAD128 = ["--model.head_hidden_sizes", "[128]"]
 NO_VIEWS = ["--preset", "wakeword", "--data.augment_views", "0"]
 CLIP2 = ["--model.backbone.init_args.clip_seconds", "2"]  # the data's clip follows the backbone's
+TEMPORAL = ["--model.head_type", "temporal", "--model.head_hidden_sizes", "[64]"]  # a conv over the frames
 SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     "lr 1e-4 (default), no talk": ("train_notalk", []),
     "lr 1e-3, no talk": ("train_notalk", LR3),
@@ -102,6 +103,16 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     # the window: the same utterances in 1 s and in 2 s clips (3 and 16 embedding frames), own test sets
     "preset wakeword, 1 s windows, no views": ("set_1s/train", [*NO_VIEWS], "set_1s"),
     "preset wakeword, 2 s windows, no views": ("set_2s/train", [*NO_VIEWS, *CLIP2], "set_2s"),
+    "preset wakeword, 1 s windows, temporal head, no views": (
+        "set_1s/train",
+        [*NO_VIEWS, *TEMPORAL],
+        "set_1s",
+    ),
+    "preset wakeword, 2 s windows, temporal head, no views": (
+        "set_2s/train",
+        [*NO_VIEWS, *CLIP2, *TEMPORAL],
+        "set_2s",
+    ),
 }
 DEFAULT = list(SETTINGS)
 
@@ -338,6 +349,131 @@ def probe(work: Path, views: int, talk: bool = True) -> list[dict]:
     return out
 
 
+def _cached_rows(work: Path, width: int) -> dict[tuple[str, float, int], np.ndarray]:
+    """Cached features of ``width`` columns of the files as they are now: {(realpath, start, view): row}."""
+    rows, current = {}, {}
+    for meta in (work / "cache").glob("focalmix/*/shard-*.json"):
+        info, x = json.loads(meta.read_text()), np.load(meta.with_suffix(".npy"), allow_pickle=False)
+        if x.shape[1] != width:
+            continue
+        for key, row in zip(info["keys"], x, strict=True):
+            path, size, mtime, start, view = key.rsplit("|", 4)
+            if path not in current:
+                st = os.stat(path) if os.path.exists(path) else None
+                current[path] = None if st is None else (str(st.st_size), str(st.st_mtime_ns))
+            if current[path] == (size, mtime):  # a file rewritten since has other keys
+                rows[path, float(start), int(view)] = row
+    return rows
+
+
+def sequence_probe(work: Path, clip: int, seed: int = 0) -> list[dict]:
+    """Heads over the embedding frames, on the cached features of ``set_{clip}s`` (its fit filled them):
+    a flat MLP (128) over the concatenated frames, as ``--model.head_hidden_sizes [128]``, and a temporal
+    head: a 3-frame convolution (64 filters) slid over the frames, max-pooled over time, so the phrase
+    scores the same wherever it sits in the window. Trained with AdamW on 85% of ``train/`` (the best
+    epoch on the other 15%), threshold just above the highest ``bg_thr`` window, scored like the fits."""
+    import soundfile as sf
+    import torch
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from torch import nn
+
+    from focalmix import wakeword
+
+    frames = {1: 3, 2: 16}[clip]
+    rows = _cached_rows(work, frames * 96)
+    sets = work / f"set_{clip}s"
+
+    def split(folder: Path):
+        prefix = os.path.realpath(folder) + "/"
+        keys = sorted(k for k in rows if k[0].startswith(prefix) and k[2] == 0)
+        return keys, np.stack([rows[k] for k in keys]).reshape(len(keys), frames, 96)
+
+    ktr, xtr = split(sets / "train")
+    ytr = np.array(["/wake/" in k[0] for k in ktr], dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    val = rng.random(len(ktr)) < 0.15
+    data = {name: split(sets / name) for name in ("test", "test_piper")}
+    background = {}
+    for name in ("bg_thr", "bg_held"):
+        keys, x = split(work / name)
+        files, ids = np.unique([k[0] for k in keys], return_inverse=True)
+        background[name] = (
+            x,
+            np.array([k[1] for k in keys]),
+            ids,
+            sum(sf.info(f).duration for f in files) / 3600,
+        )
+
+    class Flat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(frames * 96, 128), nn.ReLU(), nn.Dropout(0.1),
+                                     nn.Linear(128, 1))  # fmt: skip
+
+        def forward(self, x):
+            return self.net(x).squeeze(1)
+
+    class Temporal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.drop, self.out = nn.Conv1d(96, 64, 3), nn.Dropout(0.1), nn.Linear(64, 1)
+
+        def forward(self, x):  # (B, T, 96)
+            return self.out(self.drop(torch.relu(self.conv(x.transpose(1, 2))).amax(dim=2))).squeeze(1)
+
+    mean, std = xtr[~val].reshape(-1, 96).mean(0), xtr[~val].reshape(-1, 96).std(0) + 1e-6  # per dimension
+
+    def tensor(x):
+        return torch.as_tensor((x - mean) / std, dtype=torch.float32)
+
+    out = []
+    for name, make in (("flat MLP 128", Flat), ("temporal conv 3 x 64, max over time", Temporal)):
+        torch.manual_seed(seed)
+        head = make()
+        opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
+        x_fit, y_fit = tensor(xtr[~val]), torch.as_tensor(ytr[~val])
+        x_val, y_val = tensor(xtr[val]), torch.as_tensor(ytr[val])
+        best, state, epochs = np.inf, None, 0
+        for epoch in range(60):
+            head.train()
+            for idx in torch.randperm(len(x_fit)).split(64):
+                opt.zero_grad()
+                nn.functional.binary_cross_entropy_with_logits(head(x_fit[idx]), y_fit[idx]).backward()
+                opt.step()
+            head.eval()
+            with torch.no_grad():
+                loss = float(nn.functional.binary_cross_entropy_with_logits(head(x_val), y_val))
+            if loss < best:
+                best, state, epochs = loss, {k: v.clone() for k, v in head.state_dict().items()}, epoch + 1
+            elif epoch + 1 - epochs >= 8:  # patience 8, as the recipe
+                break
+        head.load_state_dict(state)
+
+        def prob(x, head=head):
+            with torch.no_grad():
+                return torch.sigmoid(head(tensor(x))).numpy().astype(np.float64)
+
+        threshold = float(np.nextafter(prob(background["bg_thr"][0]).max(), 1.0))
+        x, starts, ids, hours = background["bg_held"]
+        held = wakeword.false_accepts(
+            prob(x), starts, np.array([threshold]), refractory_seconds=1.0, file_ids=ids
+        )
+        (kt, xt), (kp, xp) = data["test"], data["test_piper"]
+        y, p = np.array(["/wake/" in k[0] for k in kt]), prob(xt)
+        yp, pp = np.array(["/wake/" in k[0] for k in kp]), prob(xp)
+        fpr, tpr, _ = roc_curve(y, p)
+        out.append({
+            "setting": f"sequence probe: {clip} s windows, {name}",
+            "test_auroc": float(roc_auc_score(y, p)), "test_recall_fpr05": float(tpr[fpr <= 0.05].max()),
+            "threshold": threshold, "test_frr": float((p[y] < threshold).mean()),
+            "heldout_false_accepts": int(held[0]), "heldout_fa_per_hour": float(held[0] / hours),
+            "val_frr": float("nan"), "val_fa_per_hour": 0.0,
+            "piper_recall": float((pp[yp] >= threshold).mean()), "piper_auroc": float(roc_auc_score(yp, pp)),
+            "epochs": epochs, "wall_s": float("nan"), "features_computed": 0,
+        })  # fmt: skip
+    return out
+
+
 def markdown(results: list[dict]) -> str:
     head = ("| setting | test AUROC | recall @FPR<=0.05 | threshold | FRR test/ | FA/h held-out (events) "
             "| val FRR, FA/h | piper recall @thr | piper AUROC | epochs | wall s (computed) |")  # fmt: skip
@@ -367,6 +503,8 @@ def main() -> None:
     parser.add_argument("--background-seconds", type=float, default=1200.0)
     parser.add_argument("--train-talk-clips", type=int, default=1000)
     parser.add_argument("--rescore", action="store_true", help="score settings in results.json again")
+    parser.add_argument("--sequence-probe", type=int, nargs="*", default=None, metavar="SECONDS",
+                        help="heads over the frames on set_1s / set_2s (after their fits)")  # fmt: skip
     parser.add_argument("--probe", type=int, nargs="*", default=None, metavar="VIEWS",
                         help="sklearn heads on the cached features, with these augmented views")  # fmt: skip
     args = parser.parse_args()
@@ -385,6 +523,8 @@ def main() -> None:
     probes = [
         r for views in (args.probe or [0] if args.probe is not None else []) for r in probe(work, views)
     ]
+    clips = args.sequence_probe or [1, 2] if args.sequence_probe is not None else []
+    probes += [r for clip in clips for r in sequence_probe(work, clip)]
     print(markdown([done[n] for n in args.settings] + probes))
 
 

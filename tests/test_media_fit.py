@@ -199,6 +199,27 @@ def test_onnx_export_from_raw_waveforms_equals_predict(fitted_speech, clips, tmp
     assert meta["input_shape"] == [RATE]
 
 
+def test_a_temporal_head_on_2_s_windows_fits_and_exports_as_it_predicts(clips, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from focalmix.export import export
+
+    dm = FocalMixDataModule(str(clips), cache_dir="none", batch_size=8)
+    backbone = SpeechEmbedding(clip_seconds=2.0)  # 16 frames; the data's clips follow the backbone
+    model = FocalMixClassifier(
+        backbone=backbone, task=dm.task, class_names=dm.class_names, head_type="temporal"
+    )
+    _trainer(tmp_path / "fit", epochs=1).fit(model, datamodule=dm)
+    assert (model.head.frames, model.head.frame_size) == (16, 96)
+    path = export(model.eval(), tmp_path / "wake2.onnx")
+    files = sorted((clips / "yes").glob("*.wav"))[:3] + sorted((clips / "no").glob("*.wav"))[:3]
+    waves = np.stack([load_audio(p, RATE, 2 * RATE) for p in files])
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = model.predict_proba(torch.from_numpy(waves)).detach().numpy()
+    np.testing.assert_allclose(session.run(None, {"x": waves})[0], expected, atol=1e-5, rtol=1e-5)
+
+
 def test_torchscript_cannot_hold_an_onnx_backbone(fitted_speech, tmp_path):
     from focalmix.export import export
 

@@ -511,6 +511,43 @@ def test_head_hidden_sizes_build_an_mlp_head_and_the_default_keeps_the_linear_he
             FocalMixClassifier(num_features=6, head_hidden_sizes=bad)
 
 
+class _Frames(torch.nn.Module):
+    """A backbone whose features are 10 frames of 4 values (frame-major), as SpeechEmbedding's are."""
+
+    frame_size, out_features = 4, 40
+
+    def forward(self, x):
+        return x
+
+
+def test_a_temporal_head_scores_a_pattern_the_same_wherever_it_sits_in_the_window():
+    model = FocalMixClassifier(backbone=_Frames(), backbone_features=40, head_type="temporal", dropout=0.0)
+    model.eval()
+    head = model.head
+    assert (head.frames, head.frame_size, head.conv.out_channels, head.conv.kernel_size) == (10, 4, 64, (3,))
+    # the oracle: the same convolution written as a loop over the windows of 3 frames, then the maximum
+    x = torch.randn(5, 10, 4)
+    w, b = head.conv.weight, head.conv.bias  # (64, 4, 3), (64,)
+    per_window = [torch.relu(torch.einsum("bkc,ock->bo", x[:, t : t + 3], w) + b) for t in range(8)]
+    expected = head.out(torch.stack(per_window).amax(dim=0)).squeeze(-1)
+    torch.testing.assert_close(model(x.reshape(5, 40)), expected)
+    # a 3-frame pattern in silence (zero frames) scores the same wherever it sits, two frames off the edges
+    pattern = torch.randn(3, 4)
+    shifted = torch.zeros(4, 10, 4)
+    for i, t in enumerate(range(2, 6)):
+        shifted[i, t : t + 3] = pattern
+    scores = model(shifted.reshape(4, 40))
+    torch.testing.assert_close(scores, scores[:1].expand(4))
+    with pytest.raises(ValueError, match="head_type"):  # the default MLP has no frames
+        FocalMixClassifier(num_features=6, head_type="temporal")
+    with pytest.raises(ValueError, match="head_type"):
+        FocalMixClassifier(
+            backbone=_Frames(), backbone_features=40, head_type="temporal", head_hidden_sizes=[8, 8]
+        )
+    with pytest.raises(ValueError, match="head_type"):
+        FocalMixClassifier(num_features=6, head_type="conv")
+
+
 @pytest.mark.parametrize("sanity_checking", [True, False])
 def test_one_class_metric_warnings_are_dropped_only_during_the_sanity_check(sanity_checking):
     import types

@@ -43,6 +43,7 @@ CONSTRAINTS = {
     "num_features": [None, Interval(int, 1)],
     "backbone_features": [None, Interval(int, 1)],
     "head_hidden_sizes": [Satisfies((list, tuple), lambda v: all(map(_width, v)), "a list of ints >= 1")],
+    "head_type": [Options("mlp", "temporal")],
     "reference_batch_size": [Interval(int, 1)],
     "dropout": [Interval(float, 0, 1, closed="left")],
     "label_smoothing": [Interval(float, 0, 1, closed="left")],

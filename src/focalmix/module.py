@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from focalmix import calibration as fm_calibration
 from focalmix import optim
 from focalmix.arguments import backbone_hparams, check_arguments, unsaved_module
-from focalmix.backbones import build_backbone, build_head, feature_size
+from focalmix.backbones import build_backbone, feature_size, head_for
 from focalmix.evaluation import Decision, Evaluator, background_logits, probabilities
 from focalmix.evaluation import EvaluatorAttribute as _Kept
 from focalmix.faults import capture_rng_state
@@ -68,6 +68,10 @@ class FocalMixClassifier(pl.LightningModule):
         head_hidden_sizes: hidden widths of the head (each Linear, ReLU, Dropout) before its output
             layer; ``()``: dropout and one linear layer. For a frozen pretrained backbone, a small MLP
             head (e.g. ``[128]``) is often better than a linear one. Default: ().
+        head_type: ``"mlp"`` (default: the head above) or ``"temporal"``: a
+            :class:`~focalmix.backbones.TemporalHead` over a backbone's frames (e.g. SpeechEmbedding's
+            speech embeddings of a 2 s clip), scoring a pattern the same wherever it sits in the window;
+            ``head_hidden_sizes`` is then its channels (``[]``: 64).
         backbone_features: output size of a custom backbone; found from its ``num_features`` or
             ``out_features`` attribute or by a dry run on ``input_shape`` if not given.
         freeze_backbone: train only the head; the backbone stays in eval mode. Default: False. A
@@ -132,6 +136,7 @@ class FocalMixClassifier(pl.LightningModule):
         input_shape: tuple[int, ...] | None = None,
         hidden_sizes: tuple[int, ...] = (256, 256),
         head_hidden_sizes: tuple[int, ...] = (),
+        head_type: Literal["mlp", "temporal"] = "mlp",
         backbone_features: int | None = None,
         freeze_backbone: bool = False,
         dropout: float = 0.5,
@@ -174,8 +179,7 @@ class FocalMixClassifier(pl.LightningModule):
         self.backbone = build_backbone(backbone, num_features, hidden_sizes)
         dry_run = input_shape or ((num_features,) if num_features else None)
         width = backbone_features or feature_size(self.backbone, dry_run, table=preprocessing is not None)
-        outputs = 1 if task == "binary" else num_classes
-        self.head = build_head(width, outputs, dropout, head_hidden_sizes)
+        self.head = head_for(self.backbone, width, task, num_classes, dropout, head_hidden_sizes, head_type)
         if self._backbone_frozen():
             self.backbone.requires_grad_(False)
         _register_buffers(self, task, num_classes, focal_alpha)

@@ -22,9 +22,11 @@ from focalmix.backbones.plain import (
     MLP,
     SmallCNN,
     TabularMLP,
+    TemporalHead,
     build_backbone,
     build_head,
     feature_size,
+    head_for,
     normal_bins,
 )
 
@@ -38,7 +40,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "MLP", "SmallCNN", "TabularMLP", "build_backbone", "build_head", "feature_size", "normal_bins", *_LAZY,
+    "MLP", "SmallCNN", "TabularMLP", "TemporalHead", "build_backbone", "build_head", "feature_size",
+    "head_for", "normal_bins", *_LAZY,
 ]  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from focalmix._checks import Instance, Interval, Options, Satisfies, check
+from focalmix._checks import ArgumentValueError, Instance, Interval, Options, Satisfies, check
 
 _EMBEDDINGS = ("periodic", "piecewise")
 _WIDTHS_TYPE = Instance(Sequence, "a list of ints")
@@ -251,10 +251,18 @@ def build_backbone(backbone: Any, num_features: int | None, hidden_sizes: Sequen
     return MLP(num_features, hidden_sizes)
 
 
-def build_head(width: int, outputs: int, dropout: float, hidden_sizes: Sequence[int] = ()) -> nn.Sequential:
+def build_head(
+    width: int,
+    outputs: int,
+    dropout: float,
+    hidden_sizes: Sequence[int] = (),
+    frames_of: nn.Module | None = None,
+) -> nn.Module:
     """The classifier's head: dropout, then per hidden width Linear -> ReLU -> Dropout, then the output
     Linear. With no hidden widths it is ``Dropout, Linear`` (the recipe's head; its state-dict keys
-    ``1.weight``/``1.bias`` are those of earlier checkpoints).
+    ``1.weight``/``1.bias`` are those of earlier checkpoints). ``frames_of``: a backbone whose features
+    are a sequence of frames (its ``frame_size`` attribute): a :class:`TemporalHead` over them instead,
+    its channels ``hidden_sizes[0]`` (default 64).
 
         >>> build_head(288, 1, 0.5, [64])
         Sequential(
@@ -265,11 +273,63 @@ def build_head(width: int, outputs: int, dropout: float, hidden_sizes: Sequence[
           (4): Linear(in_features=64, out_features=1, bias=True)
         )
     """
+    if frames_of is not None:
+        frame = getattr(frames_of, "frame_size", None)
+        if not isinstance(frame, int) or width % frame or len(hidden_sizes) > 1:
+            raise ArgumentValueError(
+                f"`head_type='temporal'` needs a backbone whose features are frames (a `frame_size` "
+                f"attribute dividing its {width} features, as SpeechEmbedding's 96) and at most one "
+                f"head width (its channels), got {type(frames_of).__name__} and {list(hidden_sizes)}.",
+                "head_type",
+            )
+        return TemporalHead(width // frame, frame, outputs, dropout, *hidden_sizes[:1])
     layers: list[nn.Module] = [nn.Dropout(dropout)]
     for h in hidden_sizes:
         layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(dropout)]
         width = h
     return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
+def head_for(
+    backbone: nn.Module,
+    width: int,
+    task: str,
+    num_classes: int,
+    dropout: float,
+    hidden: Sequence[int],
+    kind: str,
+) -> nn.Module:
+    """The classifier's head on ``width`` features of ``backbone``: one output (binary) or one per class
+    or label; ``kind`` ``"mlp"`` (:func:`build_head`) or ``"temporal"`` (over the backbone's frames)."""
+    outputs = 1 if task == "binary" else num_classes
+    return build_head(width, outputs, dropout, hidden, backbone if kind == "temporal" else None)
+
+
+class TemporalHead(nn.Module):
+    """A head over a sequence of frames: a convolution over ``kernel`` frames, ReLU, the maximum over
+    time, dropout, the output layer. A pattern scores the same wherever it sits in the window (a wake
+    word anywhere in a 2 s clip), which a linear or MLP head over the concatenated frames does not learn.
+
+    Input ``(B, frames * frame_size)``, frame-major (frame ``t`` is features ``[t * frame_size, (t + 1) *
+    frame_size)``), as :class:`~focalmix.backbones.SpeechEmbedding` gives it.
+
+        >>> head = TemporalHead(frames=16, frame_size=96, outputs=1, dropout=0.1)
+        >>> head(torch.randn(2, 16 * 96)).shape
+        torch.Size([2, 1])
+    """
+
+    def __init__(
+        self, frames: int, frame_size: int, outputs: int, dropout: float, channels: int = 64, kernel: int = 3
+    ) -> None:
+        super().__init__()
+        self.frames, self.frame_size = frames, frame_size
+        self.conv = nn.Conv1d(frame_size, channels, min(kernel, frames))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(channels, outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.reshape(x.shape[0], self.frames, self.frame_size).transpose(1, 2)  # (B, C, T)
+        return self.out(self.dropout(torch.relu(self.conv(x)).amax(dim=2)))
 
 
 def feature_size(backbone: nn.Module, input_shape: tuple[int, ...] | None, table: bool = False) -> int:

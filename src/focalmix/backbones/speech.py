@@ -94,6 +94,7 @@ class SpeechEmbedding(OnnxSessions, FrozenBackbone):
         self.mel_frames = (samples - STFT_WINDOW) // STFT_HOP + 1
         self.num_frames = (self.mel_frames - MEL_WINDOW) // MEL_STRIDE + 1
         self.out_features = self.num_frames * EMBEDDING_SIZE
+        self.frame_size = EMBEDDING_SIZE  # features per frame: a temporal head slides over the frames
         # (num_frames, 76): the mel frames of each embedding window
         self._window_index = np.arange(self.num_frames)[:, None] * MEL_STRIDE + np.arange(MEL_WINDOW)
         self._freeze()
