@@ -103,6 +103,11 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
     # the window: the same utterances in 1 s and in 2 s clips (3 and 16 embedding frames), own test sets
     "preset wakeword, 1 s windows, no views": ("set_1s/train", [*NO_VIEWS], "set_1s"),
     "preset wakeword, 2 s windows, no views": ("set_2s/train", [*NO_VIEWS, *CLIP2], "set_2s"),
+    "preset wakeword, 2 s windows, temporal head, 20k talk, no views": (
+        "set_2s_talk/train",
+        [*NO_VIEWS, *CLIP2, *TEMPORAL],
+        "set_2s_talk",
+    ),
     "preset wakeword, 1 s windows, temporal head, no views": (
         "set_1s/train",
         [*NO_VIEWS, *TEMPORAL],
@@ -163,11 +168,12 @@ def prepare(work: Path, background_seconds: float, talk: int) -> None:
         for clip in clips:
             if not (folder / clip.name).exists():
                 os.link(clip, folder / clip.name)
-    for clip in (1, 2):  # the same utterances in 1 s and 2 s clips: train/ (4,000 talk cuts), test/, piper
-        if not (work / f"set_{clip}s" / "voices.json").exists():
-            cmd = [sys.executable, str(MAKE_DATASET), str(work / f"set_{clip}s"), "--train-voices", "400",
+    # the same utterances in 1 s and 2 s clips: train/ (4,000 talk cuts; 20,000 in set_2s_talk), test/, piper
+    for name, clip, cuts in (("set_1s", 1, 4 * talk), ("set_2s", 2, 4 * talk), ("set_2s_talk", 2, 20 * talk)):
+        if not (work / name / "voices.json").exists():
+            cmd = [sys.executable, str(MAKE_DATASET), str(work / name), "--train-voices", "400",
                    "--test-voices", "120", "--clips-per-voice", "4", "--wake-fraction", "0.4",
-                   "--train-talk-clips", str(4 * talk), "--background-seconds", "0",
+                   "--train-talk-clips", str(cuts), "--background-seconds", "0",
                    "--clip-seconds", str(clip)]  # fmt: skip
             subprocess.run(cmd, check=True)
     for label in ("wake", "other"):
