@@ -29,6 +29,7 @@ CASES = [
     (["fit", "--model.dropout", "1.5"], ["--model.dropout"]),
     (["fit", "--data.batch_size", "0"], ["--data.batch_size"]),
     (["fit", "--data.eval_batch_size", "0"], ["--data.eval_batch_size"]),
+    (["fit", "--model.head_type", "temporal"], ["--model.head_type", "frame_size"]),
     (["fit", "--data.val_fraction", "1.5"], ["val_fraction"]),
     (["fit", "--preset", "fastt"], ["fastt", "fast"]),
     (["fit", "--config", "missing.yaml"], ["missing.yaml"]),
