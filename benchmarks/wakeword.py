@@ -108,6 +108,16 @@ SETTINGS = {  # name: (training folder, extra flags); the table's rows in order
         [*NO_VIEWS, *CLIP2, *TEMPORAL],
         "set_2s_talk",
     ),
+    "preset wakeword, 2 s windows, temporal head 128, no views": (
+        "set_2s/train",
+        [*NO_VIEWS, *CLIP2, "--model.head_type", "temporal", "--model.head_hidden_sizes", "[128]"],
+        "set_2s",
+    ),
+    "preset wakeword, 2 s windows, temporal head": (
+        "set_2s/train",
+        ["--preset", "wakeword", "--data.noise_source", "noise", *CLIP2, *TEMPORAL],
+        "set_2s",
+    ),
     "preset wakeword, 1 s windows, temporal head, no views": (
         "set_1s/train",
         [*NO_VIEWS, *TEMPORAL],
