@@ -45,6 +45,7 @@ import shlex
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -287,6 +288,93 @@ def run(name: str, work: Path, env: dict[str, str]) -> dict:
     return out
 
 
+def breakdown(name: str, work: Path, env: dict[str, str]) -> dict:
+    """What a fitted setting's FRR and false accepts are made of (its run must be done).
+
+    * False accepts by what was said: the windows of the synthesized background overlapping a confusable
+      phrase (``make_dataset.py`` writes each utterance's kind and times under ``said`` in voices.json)
+      against the rest (talk without confusables, the recordings, noise).
+    * The threshold a background without the confusables would choose: just above the highest ``bg_thr``
+      window that overlaps no confusable (no event in its 12.5 minutes, as ``max_fa_per_hour 0.5``), the
+      test FRR there, and the held-out events there (all, and those overlapping no confusable).
+    * The FRR of each held-out voice variant at the fit's threshold: is the miss rate spread over the
+      voices, or a few voices unlike every training voice?
+    """
+    import pandas as pd
+    import soundfile as sf
+    import torch
+
+    from focalmix import wakeword
+
+    train, extra, *own_sets = SETTINGS[name]
+    sets = work / (own_sets[0] if own_sets else "set")
+    root = work / "runs" / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+    log = json.loads((root / "fit.json").read_text())["log"]
+    ckpt = Path(re.findall(r"best checkpoint: .*?, (\S+best\.ckpt)", log)[-1])
+    ckpt = ckpt if ckpt.is_absolute() else work / ckpt
+    threshold = float(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["threshold"])
+    info = json.loads((work / "set" / "voices.json").read_text())
+    said = info["files"]["background/synthesized_speech.wav"]["said"]
+    if not said or not isinstance(said[0], dict):
+        raise SystemExit(f"{work / 'set'} predates the utterances' times in voices.json: make it again")
+    spans = np.array([(u["start_s"], u["end_s"]) for u in said if u["kind"] == "confusable"])
+    clip = float(json.loads((sets / "voices.json").read_text())["clip_seconds"])
+    half = sf.info(work / "bg_thr" / "synthesized_speech.wav").duration  # bg_held starts there
+
+    def windows(folder: str):
+        out = root / {"bg_thr": "threshold_windows.csv", "bg_held": "heldout_windows.csv"}[folder]
+        frame = pd.read_csv(out) if out.exists() else predict(ckpt, work / folder, out, env)
+        frame = frame.sort_values(["path", "start_seconds"])
+        start = frame["start_seconds"].to_numpy() + (half if folder == "bg_held" else 0.0)
+        synth = frame["path"].str.endswith("synthesized_speech.wav").to_numpy()
+        hit = synth & ((spans[:, :1] < start + clip) & (spans[:, 1:] > start)).any(axis=0)
+        ids = np.unique(frame["path"].to_numpy(), return_inverse=True)[1]
+        return frame["prob_wake"].to_numpy(), frame["start_seconds"].to_numpy(), ids, hit
+
+    p, _, _, hit = windows("bg_thr")
+    general = float(np.nextafter(p[~hit].max(), 1.0))
+    p_held, starts, ids, hit_held = windows("bg_held")
+
+    def events(threshold: float, keep: np.ndarray) -> int:
+        probs = np.where(keep, p_held, 0.0)
+        return int(wakeword.false_accepts(probs, starts, np.array([threshold]), file_ids=ids)[0])
+
+    test = pd.read_csv(root / "test.csv")
+    wake = test[test["path"].str.contains("/wake/")].groupby("path")["prob_wake"].max()
+    files = json.loads((sets / "voices.json").read_text())["files"]
+    variant = [files["test/wake/" + Path(p).name]["voice"].split("+")[1] for p in wake.index]
+    missed = pd.Series((wake.to_numpy() < threshold).astype(float))
+    by_variant = missed.groupby(variant).mean().sort_values(ascending=False)
+    return {
+        "setting": name, "threshold": threshold, "test_frr": float((wake < threshold).mean()),
+        "heldout_events_confusable": events(threshold, hit_held),
+        "heldout_events_other": events(threshold, ~hit_held),
+        "threshold_without_confusables": general,
+        "test_frr_without_confusables": float((wake < general).mean()),
+        "heldout_events_at_it": events(general, np.ones_like(hit_held)),
+        "heldout_events_at_it_without_confusables": events(general, ~hit_held),
+        "frr_by_variant": {k: round(float(v), 3) for k, v in by_variant.items()},
+    }  # fmt: skip
+
+
+def breakdown_markdown(rows: list[dict]) -> str:
+    head = ("| setting | threshold | FRR test/ | held-out events: confusable, other | threshold without "
+            "confusables | FRR test/ there | held-out events there (without confusables) | variants with "
+            "FRR >= 25% at the fit's threshold |")  # fmt: skip
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        bad = ", ".join(f"{k} {v:.0%}" for k, v in r["frr_by_variant"].items() if v >= 0.25)
+        n = len(r["frr_by_variant"])
+        lines.append(
+            f"| {r['setting']} | {r['threshold']:.4f} | {r['test_frr']:.1%} "
+            f"| {r['heldout_events_confusable']}, {r['heldout_events_other']} "
+            f"| {r['threshold_without_confusables']:.4f} "
+            f"| {r['test_frr_without_confusables']:.1%} | {r['heldout_events_at_it']} "
+            f"({r['heldout_events_at_it_without_confusables']}) | {bad or '-'} (of {n}) |"
+        )
+    return "\n".join(lines)
+
+
 def probe(work: Path, views: int, talk: bool = True) -> list[dict]:
     """Heads focalmix has no option for, on its cached features: scikit-learn's logistic regression and
     MLPs on ``set/train`` (all rows; ``views`` augmented views of the fit's training rows), the threshold
@@ -429,13 +517,17 @@ def sequence_probe(work: Path, clip: int, seed: int = 0) -> list[dict]:
         def forward(self, x):
             return self.net(x).squeeze(1)
 
-    class Temporal(nn.Module):
-        def __init__(self):
+    class Temporal(nn.Module):  # convolutions over the frames (kernel, dilation each), max over time
+        def __init__(self, layers=((3, 1),)):
             super().__init__()
-            self.conv, self.drop, self.out = nn.Conv1d(96, 64, 3), nn.Dropout(0.1), nn.Linear(64, 1)
+            convs, width = [], 96
+            for kernel, dilation in layers:
+                convs += [nn.Conv1d(width, 64, kernel, dilation=dilation), nn.ReLU()]
+                width = 64
+            self.conv, self.drop, self.out = nn.Sequential(*convs), nn.Dropout(0.1), nn.Linear(64, 1)
 
         def forward(self, x):  # (B, T, 96)
-            return self.out(self.drop(torch.relu(self.conv(x.transpose(1, 2))).amax(dim=2))).squeeze(1)
+            return self.out(self.drop(self.conv(x.transpose(1, 2)).amax(dim=2))).squeeze(1)
 
     mean, std = xtr[~val].reshape(-1, 96).mean(0), xtr[~val].reshape(-1, 96).std(0) + 1e-6  # per dimension
 
@@ -443,7 +535,17 @@ def sequence_probe(work: Path, clip: int, seed: int = 0) -> list[dict]:
         return torch.as_tensor((x - mean) / std, dtype=torch.float32)
 
     out = []
-    for name, make in (("flat MLP 128", Flat), ("temporal conv 3 x 64, max over time", Temporal)):
+    heads = {"flat MLP 128": Flat, "temporal conv 3 x 64, max over time": Temporal}
+    if clip > 1:  # receptive fields of 5-15 frames (0.4-1.2 s): the whole phrase, not a syllable
+        heads |= {
+            "temporal conv 5 x 64, max over time": partial(Temporal, ((5, 1),)),
+            "temporal conv 9 x 64, max over time": partial(Temporal, ((9, 1),)),
+            "temporal 2 convs 3 x 64 (dilation 1, 2), max over time": partial(Temporal, ((3, 1), (3, 2))),
+            "temporal 3 convs 3 x 64 (dilation 1, 2, 4), max over time": partial(
+                Temporal, ((3, 1), (3, 2), (3, 4))
+            ),
+        }
+    for name, make in heads.items():
         torch.manual_seed(seed)
         head = make()
         opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-2)
@@ -479,7 +581,7 @@ def sequence_probe(work: Path, clip: int, seed: int = 0) -> list[dict]:
         yp, pp = np.array(["/wake/" in k[0] for k in kp]), prob(xp)
         fpr, tpr, _ = roc_curve(y, p)
         out.append({
-            "setting": f"sequence probe: {clip} s windows, {name}",
+            "setting": f"sequence probe: {clip} s windows, {name}" + (f", seed {seed}" if seed else ""),
             "test_auroc": float(roc_auc_score(y, p)), "test_recall_fpr05": float(tpr[fpr <= 0.05].max()),
             "threshold": threshold, "test_frr": float((p[y] < threshold).mean()),
             "heldout_false_accepts": int(held[0]), "heldout_fa_per_hour": float(held[0] / hours),
@@ -521,6 +623,10 @@ def main() -> None:
     parser.add_argument("--rescore", action="store_true", help="score settings in results.json again")
     parser.add_argument("--sequence-probe", type=int, nargs="*", default=None, metavar="SECONDS",
                         help="heads over the frames on set_1s / set_2s (after their fits)")  # fmt: skip
+    parser.add_argument("--breakdown", action="store_true",
+                        help="the settings' false accepts by what was said, their FRR by voice")  # fmt: skip
+    parser.add_argument("--probe-seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="the sequence probes' seeds (their split and initialization)")  # fmt: skip
     parser.add_argument("--probe", type=int, nargs="*", default=None, metavar="VIEWS",
                         help="sklearn heads on the cached features, with these augmented views")  # fmt: skip
     args = parser.parse_args()
@@ -536,11 +642,13 @@ def main() -> None:
         done[name] = run(name, work, env)
         results_path.write_text(json.dumps(list(done.values()), indent=1))
         print(markdown([done[name]]).splitlines()[-1], flush=True)
+    if args.breakdown:
+        print(breakdown_markdown([breakdown(name, work, env) for name in args.settings]))
     probes = [
         r for views in (args.probe or [0] if args.probe is not None else []) for r in probe(work, views)
     ]
     clips = args.sequence_probe or [1, 2] if args.sequence_probe is not None else []
-    probes += [r for clip in clips for r in sequence_probe(work, clip)]
+    probes += [r for clip in clips for seed in args.probe_seeds for r in sequence_probe(work, clip, seed)]
     print(markdown([done[n] for n in args.settings] + probes))
 
 

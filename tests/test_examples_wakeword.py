@@ -129,3 +129,23 @@ def test_longer_clips_hold_the_same_utterances(made):
     clips = [p for p in made["long"].rglob("*.wav") if "background" not in p.parts]
     assert clips and all(sf.info(p).frames == 32000 for p in clips)
     assert json.loads((made["long"] / "voices.json").read_text())["clip_seconds"] == 2.0
+
+
+@pytest.mark.slow
+def test_the_background_says_when_each_utterance_is_spoken(made):
+    """voices.json times every utterance of the synthesized background (what a false accept overlaps)."""
+    import numpy as np
+
+    root = made["a"]
+    files = json.loads((root / "voices.json").read_text())["files"]
+    said = files["background/synthesized_speech.wav"]["said"]
+    audio, rate = sf.read(root / "background" / "synthesized_speech.wav", dtype="float32")
+    assert said and {u["kind"] for u in said} <= {"confusable", "words", "sentence"}
+    spans = np.array([(u["start_s"], u["end_s"]) for u in said])
+    assert (spans[:, 0] < spans[:, 1]).all() and (spans[1:, 0] >= spans[:-1, 1]).all()  # in order, apart
+    inside = np.zeros(len(audio), dtype=bool)
+    for start, end in (spans * rate).round().astype(int):
+        inside[start:end] = True
+    assert inside.any() and (~inside).any()
+    level = np.abs(audio)
+    assert level[inside].mean() > 5 * level[~inside].mean()  # speech within the spans, the pauses between

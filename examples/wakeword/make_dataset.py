@@ -11,7 +11,8 @@ noise floor. Whole utterances are said in at most 0.97 s whatever the clip lengt
     OUT_DIR/test/{wake,other}/*.wav         held-out voices: variants never heard in training
     OUT_DIR/test_piper/{wake,other}/*.wav   a neural voice (piper, en_US-joe-medium), when installed
     OUT_DIR/background/*.wav                minutes of speech and noise without the phrase
-    OUT_DIR/voices.json                     the voices of each split, and what every file says
+    OUT_DIR/voices.json                     the voices of each split, what every file says (the
+                                            background's utterances with their kind and times)
 
 ``wake``: the phrase. ``other``: other words and sentences by the same voices, confusable phrases (the
 phrase's words alone and real words close to it: "hey vocal", "hey local", "hey focus", "focal", "focus",
@@ -476,12 +477,14 @@ def background(
     parts, said = [], []
     while sum(map(len, parts)) < args.background_seconds * RATE:
         voice = voices[int(rng.integers(len(voices)))]
-        for _, text in texts(args.phrase, rng, 4, hard_share=0.25):
+        for kind, text in texts(args.phrase, rng, 4, hard_share=0.25):
             speech = espeak.say(
                 text, voice["voice"], voice["rate"], voice["pitch"], voice["range"], len(parts)
             )
+            start = sum(map(len, parts)) / RATE
+            said.append({"voice": voice["voice"], "kind": kind, "text": text, "start_s": round(start, 3),
+                         "end_s": round(start + len(speech) / RATE, 3)})  # fmt: skip
             parts += [speech / (np.abs(speech).max() + 1e-9) * rng.uniform(0.1, 0.9), pause(rng)]
-            said.append(f"{voice['voice']}: {text}")
     recorded = []
     for path in paths:
         audio = load_16k(path)
