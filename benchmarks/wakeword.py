@@ -344,7 +344,8 @@ def breakdown(name: str, work: Path, env: dict[str, str]) -> dict:
     files = json.loads((sets / "voices.json").read_text())["files"]
     variant = [files["test/wake/" + Path(p).name]["voice"].split("+")[1] for p in wake.index]
     missed = pd.Series((wake.to_numpy() < threshold).astype(float))
-    by_variant = missed.groupby(variant).mean().sort_values(ascending=False)
+    by_variant = missed.groupby(variant).agg(["sum", "size"])  # misses, wake clips
+    by_variant = by_variant.loc[(by_variant["sum"] / by_variant["size"]).sort_values(ascending=False).index]
     return {
         "setting": name, "threshold": threshold, "test_frr": float((wake < threshold).mean()),
         "heldout_events_confusable": events(threshold, hit_held),
@@ -353,24 +354,30 @@ def breakdown(name: str, work: Path, env: dict[str, str]) -> dict:
         "test_frr_without_confusables": float((wake < general).mean()),
         "heldout_events_at_it": events(general, np.ones_like(hit_held)),
         "heldout_events_at_it_without_confusables": events(general, ~hit_held),
-        "frr_by_variant": {k: round(float(v), 3) for k, v in by_variant.items()},
+        "misses_by_variant": {k: [int(m), int(n)] for k, (m, n) in by_variant.iterrows()},
     }  # fmt: skip
 
 
 def breakdown_markdown(rows: list[dict]) -> str:
     head = ("| setting | threshold | FRR test/ | held-out events: confusable, other | threshold without "
-            "confusables | FRR test/ there | held-out events there (without confusables) | variants with "
-            "FRR >= 25% at the fit's threshold |")  # fmt: skip
+            "confusables | FRR test/ there | held-out events there (without confusables) | variants "
+            "with FRR >= 25% at the fit's threshold | their share of the misses | FRR of the other "
+            "variants |")  # fmt: skip
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        bad = ", ".join(f"{k} {v:.0%}" for k, v in r["frr_by_variant"].items() if v >= 0.25)
-        n = len(r["frr_by_variant"])
+        counts = r["misses_by_variant"]
+        bad = {k: (m, n) for k, (m, n) in counts.items() if m >= 0.25 * n}
+        worst = ", ".join(f"{k} {m}/{n}" for k, (m, n) in bad.items())
+        share = sum(m for m, _ in bad.values()) / max(1, sum(m for m, _ in counts.values()))
+        rest = [(m, n) for k, (m, n) in counts.items() if k not in bad]
+        rest_frr = sum(m for m, _ in rest) / max(1, sum(n for _, n in rest))
         lines.append(
             f"| {r['setting']} | {r['threshold']:.4f} | {r['test_frr']:.1%} "
             f"| {r['heldout_events_confusable']}, {r['heldout_events_other']} "
             f"| {r['threshold_without_confusables']:.4f} "
             f"| {r['test_frr_without_confusables']:.1%} | {r['heldout_events_at_it']} "
-            f"({r['heldout_events_at_it_without_confusables']}) | {bad or '-'} (of {n}) |"
+            f"({r['heldout_events_at_it_without_confusables']}) "
+            f"| {worst or '-'} ({len(bad)} of {len(counts)}) | {share:.0%} | {rest_frr:.1%} |"
         )
     return "\n".join(lines)
 
