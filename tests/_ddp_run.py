@@ -54,7 +54,7 @@ def trainer(out: Path, epochs: int, callbacks: list[Callback]) -> pl.Trainer:
     return pl.Trainer(
         accelerator="cpu",
         devices=2,
-        strategy=DDPStrategy(timeout=timedelta(seconds=60)),
+        strategy=DDPStrategy(timeout=timedelta(seconds=180)),
         max_epochs=epochs,
         accumulate_grad_batches=ACCUMULATE,
         logger=False,

@@ -43,6 +43,16 @@ def _torchvision_focal():
     return sigmoid_focal_loss
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_seed():
+    """Lightning's ``seed_everything`` leaves ``PL_GLOBAL_SEED`` in ``os.environ``, and a ``focalmix``
+    subprocess started later in the same xdist worker would take that seed for its own default (0):
+    every test starts and ends without it."""
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    yield
+    os.environ.pop("PL_GLOBAL_SEED", None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """The tests' models are tiny: intra-op threads gain nothing, and on a busy 2-core machine their

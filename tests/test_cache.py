@@ -26,7 +26,7 @@ from focalmix.cache import FeatureCache, compute_features, default_cache_dir, fi
 
 DIM = 8  # feature width of the toy encoder
 HOUR = 3600
-TIMEOUT_S = 60
+TIMEOUT_S = 180
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 

@@ -32,8 +32,8 @@ pytestmark = pytest.mark.slow
 
 # A deadlocked multi-process run is killed after this long (gloo's own timeout is 30 minutes). A 2-process
 # fit of this data took 30-70 s here on 2 cores shared with other test workers (most of it importing
-# torch and Lightning in each process): about twice that, so a slow machine does not fail it.
-HANG = 150
+# torch and Lightning in each process): about four times that, so a slow, loaded machine does not fail it.
+HANG = 300
 LIMIT = 300  # one process: no deadlock to expect, only a slow machine
 EPOCHS = ["--trainer.max_epochs", "2"]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
@@ -470,7 +470,8 @@ def test_export_matches_focalmix_predict(fmt, fit_run, predict_run, table, tmp_p
             probs = torch.jit.load(str(out_file))(x).numpy()
     np.testing.assert_allclose(probs, predicted["prob_malignant"], rtol=1e-4, atol=1e-5)
     decided = np.where(probs >= meta["threshold"], "malignant", "benign")
-    assert (decided == predicted["prediction"]).all()
+    clear = np.abs(probs - meta["threshold"]) > 1e-4  # a row at the threshold may round either way
+    assert clear.mean() > 0.9 and (decided == predicted["prediction"])[clear].all()
 
 
 # ---- the Python API on the command's checkpoint -------------------------------------------------------

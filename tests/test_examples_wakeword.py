@@ -44,7 +44,7 @@ def _make(runs: dict[Path, list[str]]) -> None:
         for out, flags in runs.items()
     }
     for out, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=120)
+        stdout, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr[-3000:]
         assert f"wrote {out}" in stdout and "voices.json" in stdout
 

@@ -34,7 +34,7 @@ from tests._run import check_ok, run_focalmix, shared_folder  # noqa: E402
 
 pytestmark = [pytest.mark.ddp, pytest.mark.slow]
 
-HANG = 150  # a deadlocked 2-process fit is killed with its ranks after this long (see tests/_run.py)
+HANG = 300  # a deadlocked 2-process fit is killed with its ranks after this long (see tests/_run.py)
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 FEATURES = re.compile(
     r"focalmix: features (\w+): ([\d,]+) items, ([\d,]+) from cache, ([\d,]+) computed, ([\d,]+) from other"

@@ -395,6 +395,7 @@ def test_a_warmup_of_exactly_one_step_does_not_divide_by_zero(tmp_path):
 def _overconfident_fit(tmp_path, task, num_classes, **kwargs):
     """A model fitted with a large learning rate on noisy labels: over-confident, so calibration moves."""
     train, val = _loaders(n=192, task=task, num_classes=num_classes, seed=3)
+    torch.manual_seed(0)  # the weights and the shuffling: one fit, whatever ran before
     model = FocalMixClassifier(
         task=task, num_classes=num_classes, num_features=6, learning_rate=3e-2, dropout=0.0, **kwargs
     )
@@ -419,8 +420,11 @@ def test_calibration_is_fitted_and_keeps_the_ranking(tmp_path, task, num_classes
         assert torch.equal(calibrated.argmax(-1), raw.argmax(-1))
     else:  # Platt with a > 0 is monotone per output: AUROC identical
         y2, c2, r2 = (t.reshape(len(x), -1).numpy() for t in (y, calibrated, raw))
-        for j in range(y2.shape[1]):
-            assert roc_auc_score(y2[:, j], c2[:, j]) == roc_auc_score(y2[:, j], r2[:, j])
+        for j in range(y2.shape[1]):  # up to one pair: two float32 probabilities may round together
+            pairs = float(y2[:, j].sum() * (1 - y2[:, j]).sum())
+            assert roc_auc_score(y2[:, j], c2[:, j]) == pytest.approx(
+                roc_auc_score(y2[:, j], r2[:, j]), abs=1 / pairs
+            )
 
 
 def test_calibration_and_threshold_round_trip_through_the_checkpoint(tmp_path):
