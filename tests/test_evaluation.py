@@ -163,6 +163,12 @@ def test_wake_word_epochs_choose_by_false_accepts_per_hour_and_keep_the_table(ru
     kept = evaluator.wakeword_table
     assert kept["threshold"] == full["threshold"].tolist() and kept["frr"] == full["frr"].tolist()
     assert kept["background_files"] == ["a.wav", "b.wav"] and kept["refractory_seconds"] == 1.0
+    order = sorted(range(len(bg_probs)), key=lambda i: -float(bg_probs[i]))[:10]  # the 10 highest windows
+    top = kept["top_background"]
+    assert [(w["file"], w["start_seconds"]) for w in top] == [
+        (bg["files"][bg["file_ids"][i]], round(float(bg["starts"][i]), 3)) for i in order
+    ]
+    assert [w["probability"] for w in top] == pytest.approx([float(bg_probs[i]) for i in order])
 
 
 def test_fa_per_hour_without_background_is_a_clear_error_while_fitting():

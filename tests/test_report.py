@@ -274,3 +274,34 @@ def test_rows_with_a_class_missing_still_make_a_report(tmp_path, task):
         y = torch.ones_like(y) if task == "binary" else y.clamp(max=1)  # positives only / no class 2
     path = write_report(tmp_path, task=task, class_names=None, target=y, probs=p, probs_uncalibrated=pu)
     assert path.is_file() and (tmp_path / "roc_pr.png").read_bytes().startswith(PNG)
+
+
+@needs_matplotlib
+def test_a_wake_word_report_shows_frr_against_fa_and_the_windows_that_fire(tmp_path):
+    from focalmix import wakeword
+
+    y, p, _ = _binary(seed=7)
+    rng = np.random.default_rng(0)
+    bg = rng.random(600)
+    starts = np.arange(600) * 0.1
+    grid = wakeword.threshold_grid()
+    table = wakeword.fa_frr_table(p[y == 1].numpy(), bg, starts, 600 * 0.1 / 3600, grid)
+    top = np.argsort(-bg)[:3]
+    windows = [
+        {"file": "talk.wav", "start_seconds": float(starts[i]), "probability": float(bg[i])} for i in top
+    ]
+    wake = {k: v.tolist() for k, v in table.items()} | {"background_hours": 600 * 0.1 / 3600}
+    path = write_report(
+        tmp_path, task="binary", class_names=None, target=y, probs=p, threshold=0.9,
+        wakeword=wake | {"top_background": windows},
+    )  # fmt: skip
+    text = _check_files(tmp_path, path, {"roc_pr", "reliability", "confusion", "frr_fa"})
+    assert "False rejects against false accepts per hour (0.02 h of background)" in text
+    assert "Highest-scoring background windows" in text
+    shown = re.findall(r"<td>talk.wav</td>\s*<td>([^<]+)</td>\s*<td>([^<]+)</td>", text)
+    expected = [(w["start_seconds"], w["probability"]) for w in windows]
+    assert np.allclose([(float(a), float(b)) for a, b in shown], expected, atol=1e-3), shown  # highest first
+    plain = write_report(
+        tmp_path / "plain", task="binary", class_names=None, target=y, probs=p, wakeword=wake
+    )
+    assert "Highest-scoring" not in plain.read_text()  # a table from before the windows were kept

@@ -14,7 +14,7 @@ updates them in place, handed over as a :class:`Decision` on each call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = ["GRID", "Decision", "Evaluator", "EvaluatorAttribute", "background_lo
 
 GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
 STAGES = ("val", "test")
+TOP_WINDOWS = 10  # the highest-scoring background windows kept with the FRR/FA-h table
 # (logits (B, ...), settings) of the background windows, or None: what the FA/h metrics need
 Background = Callable[[], tuple[Tensor, dict[str, Any]] | None]
 
@@ -217,6 +218,7 @@ class Evaluator(nn.Module):
             self.wakeword_table = {k: v.tolist() for k, v in full.items()} | {
                 "background_hours": bg["hours"], "background_files": [str(f) for f in bg["files"]],
                 **{k: bg[k] for k in ("hop_seconds", "refractory_seconds")},
+                "top_background": _top_windows(bg_probs.reshape(-1), bg),
             }  # fmt: skip
         one = table(np.array([float(decision.threshold)]))
         extra = {"frr": float(one["frr"][0]), "fa_per_hour": float(one["fa_per_hour"][0])}
@@ -262,6 +264,22 @@ class EvaluatorAttribute:
 
     def __set__(self, obj: Any, value: Any) -> None:
         setattr(obj.evaluator, self.name, value)
+
+
+def _top_windows(probs: np.ndarray, bg: Mapping[str, Any], k: int = TOP_WINDOWS) -> list[dict]:
+    """The ``k`` highest-scoring background windows, highest first: what the model takes for the wake word
+    (listen to them). ``file``, ``start_seconds``, ``probability``.
+
+    >>> bg = {"files": ["a.wav", "b.wav"], "file_ids": np.array([0, 0, 1]), "starts": np.array([0, 0.1, 0])}
+    >>> [(w["file"], w["start_seconds"]) for w in _top_windows(np.array([0.2, 0.9, 0.5]), bg, k=2)]
+    [('a.wav', 0.1), ('b.wav', 0.0)]
+    """
+    top = np.argsort(-probs, kind="stable")[:k]
+    return [
+        {"file": str(bg["files"][int(bg["file_ids"][i])]), "start_seconds": round(float(bg["starts"][i]), 3),
+         "probability": float(probs[i])}
+        for i in top
+    ]  # fmt: skip
 
 
 def _short_background(hours: float, max_fa_per_hour: float) -> str:

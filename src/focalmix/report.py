@@ -291,11 +291,17 @@ def _wakeword_sections(table: Mapping[str, Any], threshold: float, out_dir: Path
     data = base64.b64encode(png).decode("ascii")
     picks = sorted({int(i) for i in np.linspace(0, len(frame) - 1, 12).round()} | {int(at.name)})
     rows = frame.iloc[picks].assign(decision=lambda f: np.where(f.index == at.name, "decision", ""))
-    return [
+    out = [
         f"<h2>False rejects against false accepts per hour ({hours:.2f} h of background)</h2>",
         f'<img src="data:image/png;base64,{data}" alt="frr_fa">',
         _frame_html(rows.round(4)),
     ]
+    if table.get("top_background"):  # listen to them: what the model takes for the wake word
+        out += [
+            "<h2>Highest-scoring background windows (listen to them: they set the threshold)</h2>",
+            _frame_html(pd.DataFrame(table["top_background"]).round(4)),
+        ]
+    return out
 
 
 def _new_figure(ncols: int = 1):
