@@ -37,7 +37,8 @@ def focalmix_env(env: dict[str, str] | None = None) -> dict[str, str]:
     folder. An inherited PYTHONPATH stays in front, so ``PYTHONPATH=/other/src pytest ...`` tests that
     source tree. One intra-op thread: the models are tiny and the machine's cores are shared.
     """
-    merged = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    inherited = {k: v for k, v in os.environ.items() if k != "PL_GLOBAL_SEED"}  # an earlier fit's seed
+    merged = {**inherited, "OMP_NUM_THREADS": "1", **(env or {})}
     paths = [p for p in merged.get("PYTHONPATH", "").split(os.pathsep) if p]
     merged["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT)])
     return merged

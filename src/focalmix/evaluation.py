@@ -30,7 +30,7 @@ __all__ = ["GRID", "Decision", "Evaluator", "EvaluatorAttribute", "background_lo
 
 GRID = 201  # thresholds 0, 0.005, ..., 1 searched when calibrating the binary decision threshold
 STAGES = ("val", "test")
-TOP_WINDOWS = 10  # the highest-scoring background windows kept with the FRR/FA-h table
+TOP_WINDOWS = 10  # the highest-scoring background events kept with the FRR/FA-h table
 # (logits (B, ...), settings) of the background windows, or None: what the FA/h metrics need
 Background = Callable[[], tuple[Tensor, dict[str, Any]] | None]
 
@@ -267,19 +267,26 @@ class EvaluatorAttribute:
 
 
 def _top_windows(probs: np.ndarray, bg: Mapping[str, Any], k: int = TOP_WINDOWS) -> list[dict]:
-    """The ``k`` highest-scoring background windows, highest first: what the model takes for the wake word
-    (listen to them). ``file``, ``start_seconds``, ``probability``.
+    """The peaks of the ``k`` highest-scoring background events, highest first: the likeliest false accepts
+    (listen to them). A window within ``refractory_seconds`` of a higher one in the same file belongs to
+    its event and is skipped (overlapping windows score alike). ``file``, ``start_seconds``,
+    ``probability``.
 
-    >>> bg = {"files": ["a.wav", "b.wav"], "file_ids": np.array([0, 0, 1]), "starts": np.array([0, 0.1, 0])}
-    >>> [(w["file"], w["start_seconds"]) for w in _top_windows(np.array([0.2, 0.9, 0.5]), bg, k=2)]
-    [('a.wav', 0.1), ('b.wav', 0.0)]
+    >>> bg = {"files": ["a.wav", "b.wav"], "file_ids": np.array([0, 0, 0, 1]),
+    ...       "starts": np.array([0, 0.1, 2.0, 0]), "refractory_seconds": 1.0}
+    >>> [(w["file"], w["start_seconds"]) for w in _top_windows(np.array([0.8, 0.9, 0.3, 0.5]), bg)]
+    [('a.wav', 0.1), ('b.wav', 0.0), ('a.wav', 2.0)]
     """
-    top = np.argsort(-probs, kind="stable")[:k]
+    refractory, chosen = float(bg["refractory_seconds"]), []
+    for i in np.argsort(-probs, kind="stable"):
+        f, t = int(bg["file_ids"][i]), float(bg["starts"][i])
+        if all(f != g or abs(t - u) >= refractory for g, u, _ in chosen):
+            chosen.append((f, t, float(probs[i])))
+            if len(chosen) == k:
+                break
     return [
-        {"file": str(bg["files"][int(bg["file_ids"][i])]), "start_seconds": round(float(bg["starts"][i]), 3),
-         "probability": float(probs[i])}
-        for i in top
-    ]  # fmt: skip
+        {"file": str(bg["files"][f]), "start_seconds": round(t, 3), "probability": p} for f, t, p in chosen
+    ]
 
 
 def _short_background(hours: float, max_fa_per_hour: float) -> str:

@@ -99,7 +99,9 @@ def write_report(
         title: the page heading.
         summary: metric name -> value, shown as a table at the top; optional.
         wakeword: a wake-word model's table per threshold (``threshold``, ``frr``, ``fa_per_hour``, ...,
-            :func:`focalmix.wakeword.fa_frr_table`): adds the FRR against FA/h curve and its table.
+            :func:`focalmix.wakeword.fa_frr_table`): adds the FRR against FA/h curve and its table, and
+            with ``top_background`` (``file``, ``start_seconds``, ``probability`` per event) a table of
+            the highest-scoring background events.
 
     Returns:
         The path of ``report.html``.
@@ -273,7 +275,8 @@ def _figures(task, names, y, p, pu, threshold, metrics_csv) -> dict[str, tuple[s
 
 
 def _wakeword_sections(table: Mapping[str, Any], threshold: float, out_dir: Path) -> list[str]:
-    """FRR against false accepts per hour of background, the decision threshold marked, and a table."""
+    """FRR against false accepts per hour of background, the decision threshold marked, a table, and the
+    highest-scoring background events when the table holds them."""
     import pandas as pd
 
     frame = pd.DataFrame({k: table[k] for k in ("threshold", "frr", "fa_per_hour")})
@@ -297,9 +300,11 @@ def _wakeword_sections(table: Mapping[str, Any], threshold: float, out_dir: Path
         _frame_html(rows.round(4)),
     ]
     if table.get("top_background"):  # listen to them: what the model takes for the wake word
+        top = pd.DataFrame(table["top_background"])
+        formats = {"start_seconds": "{:.2f}".format, "probability": "{:.6f}".format}
         out += [
-            "<h2>Highest-scoring background windows (listen to them: they set the threshold)</h2>",
-            _frame_html(pd.DataFrame(table["top_background"]).round(4)),
+            "<h2>Highest-scoring background events (the likeliest false accepts: listen to them)</h2>",
+            top.to_html(index=False, border=0, formatters=formats),
         ]
     return out
 
