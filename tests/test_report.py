@@ -298,7 +298,7 @@ def test_a_wake_word_report_shows_frr_against_fa_and_the_windows_that_fire(tmp_p
     )  # fmt: skip
     text = _check_files(tmp_path, path, {"roc_pr", "reliability", "confusion", "frr_fa"})
     assert "False rejects against false accepts per hour (0.02 h of background)" in text
-    assert "Highest-scoring background events" in text
+    assert "Highest-scoring background events: the likeliest false accepts" in text
     shown = re.findall(r"<td>talk.wav</td>\s*<td>([^<]+)</td>\s*<td>([^<]+)</td>", text)
     expected = [(w["start_seconds"], w["probability"]) for w in windows]
     assert np.allclose([(float(a), float(b)) for a, b in shown], expected, atol=6e-3, rtol=0), (

@@ -185,18 +185,11 @@ def report_from_model(
     if hp.task == "binary":
         summary["decision threshold"] = float(model.threshold)
     return write_report(
-        out_dir,
-        task=hp.task,
-        class_names=hp.get("class_names") or datamodule.class_names,
-        target=target,
-        probs=probs,
-        probs_uncalibrated=raw,
-        threshold=float(model.threshold) if hp.task == "binary" else None,
-        metrics_csv=metrics_csv,
-        title=f"focalmix report: {rows}",
-        summary=summary,
-        wakeword=getattr(model, "wakeword_table", None),
-    )
+        out_dir, task=hp.task, class_names=hp.get("class_names") or datamodule.class_names,
+        target=target, probs=probs, probs_uncalibrated=raw,
+        threshold=float(model.threshold) if hp.task == "binary" else None, metrics_csv=metrics_csv,
+        title=f"focalmix report: {rows}", summary=summary, wakeword=getattr(model, "wakeword_table", None),
+    )  # fmt: skip
 
 
 def _predict(model: Any, loader: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -299,13 +292,10 @@ def _wakeword_sections(table: Mapping[str, Any], threshold: float, out_dir: Path
         f'<img src="data:image/png;base64,{data}" alt="frr_fa">',
         _frame_html(rows.round(4)),
     ]
-    if table.get("top_background"):  # listen to them: what the model takes for the wake word
-        top = pd.DataFrame(table["top_background"])
-        formats = {"start_seconds": "{:.2f}".format, "probability": "{:.6f}".format}
-        out += [
-            "<h2>Highest-scoring background events (the likeliest false accepts: listen to them)</h2>",
-            top.to_html(index=False, border=0, formatters=formats),
-        ]
+    if table.get("top_background"):  # what the model takes for the wake word: worth listening to
+        shown = {"start_seconds": "{:.2f}".format, "probability": "{:.6f}".format}
+        top = pd.DataFrame(table["top_background"]).to_html(index=False, border=0, formatters=shown)
+        out += ["<h2>Highest-scoring background events: the likeliest false accepts</h2>", top]
     return out
 
 
@@ -318,8 +308,7 @@ def _new_figure(ncols: int = 1):
 
 
 def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf := io.BytesIO(), format="png", dpi=100)
     return buf.getvalue()
 
 
